@@ -1,0 +1,196 @@
+"""Turn a trained TESKD model into a stock mmpretrain classifier."""
+import copy
+import os
+import os.path as osp
+from typing import Any, Dict, Tuple
+
+import torch
+from mmengine.config import Config, ConfigDict
+
+# The heads whose teacher is ``backbone -> global pool -> fc``.
+MULTI_BRANCH_HEADS = ('MultiBranchClsHead', )
+
+
+class DeployError(ValueError):
+    """A config or checkpoint that cannot be deployed; nothing was written."""
+
+
+def _stock_type(name: str) -> str:
+    """The stock mmpretrain type a type of this package stands in for."""
+    from mmpretrain import registry
+    for reg_name in ('DATASETS', 'METRICS', 'TRANSFORMS', 'MODELS', 'HOOKS'):
+        cls = getattr(registry, reg_name).get(name)
+        if cls is None or not cls.__module__.startswith('teskd_mm'):
+            continue
+        for base in cls.__mro__[1:]:
+            if base.__module__.startswith('mmpretrain') and \
+                    getattr(registry, reg_name).get(base.__name__) is base:
+                return base.__name__
+        raise DeployError(
+            f'{name!r} comes from teskd_mm and has no stock mmpretrain '
+            'counterpart, so the deployed config could not name it; replace '
+            'it in the config before deploying.')
+    return name
+
+
+def _to_stock(node: Any) -> Any:
+    """Replace every ``type`` of this package by its stock parent."""
+    if isinstance(node, dict):
+        out = {k: _to_stock(v) for k, v in node.items()}
+        if isinstance(out.get('type'), str):
+            out['type'] = _stock_type(out['type'])
+        return out
+    if isinstance(node, (list, tuple)):
+        return type(node)(_to_stock(v) for v in node)
+    return node
+
+
+def stock_model_cfg(model_cfg: dict) -> dict:
+    """The teacher of a TESKD model config as a stock ``ImageClassifier``.
+
+    Args:
+        model_cfg (dict): The ``model`` of a TESKD config.
+
+    Returns:
+        dict: The same backbone with only its last stage out, mmpretrain's
+        ``GlobalAveragePooling`` and ``LinearClsHead``.
+    """
+    head = model_cfg.get('head', {}) or {}
+    if head.get('type') not in MULTI_BRANCH_HEADS:
+        raise DeployError(
+            f'The config\'s head is {head.get("type")!r}, not one of '
+            f'{MULTI_BRANCH_HEADS}: this is not a TESKD model config. A '
+            'plain classifier needs no deployment; use its config and '
+            'checkpoint as they are.')
+    backbone = copy.deepcopy(dict(model_cfg['backbone']))
+    out_indices = backbone.get('out_indices', (3, ))
+    if isinstance(out_indices, int):
+        out_indices = (out_indices, )
+    backbone['out_indices'] = (tuple(out_indices)[-1], )
+    stock = dict(
+        type='ImageClassifier',
+        backbone=backbone,
+        neck=dict(type='GlobalAveragePooling'),
+        head=dict(
+            type='LinearClsHead',
+            num_classes=head['num_classes'],
+            in_channels=head['in_channels'],
+            loss=dict(type='CrossEntropyLoss', loss_weight=1.0),
+            topk=head.get('topk', (1, ))))
+    for key in ('data_preprocessor', 'train_cfg'):
+        if key in model_cfg:
+            stock[key] = copy.deepcopy(model_cfg[key])
+    return _to_stock(stock)
+
+
+def load_state_dict(checkpoint: str) -> Dict[str, torch.Tensor]:
+    """Read the ``state_dict`` of a checkpoint, with clear errors."""
+    if not osp.isfile(checkpoint):
+        raise DeployError(f'Checkpoint {checkpoint} does not exist.')
+    try:
+        ckpt = torch.load(checkpoint, map_location='cpu', weights_only=False)
+    except Exception as e:
+        raise DeployError(
+            f'Could not read checkpoint {checkpoint} ({type(e).__name__}: '
+            f'{e}); it is corrupt or truncated, or not a PyTorch file. Use '
+            'a checkpoint written completely by tools/train.py.') from e
+    if isinstance(ckpt, dict) and isinstance(ckpt.get('state_dict'), dict):
+        ckpt = ckpt['state_dict']
+    if not isinstance(ckpt, dict) or not all(
+            isinstance(v, torch.Tensor) for v in ckpt.values()):
+        raise DeployError(
+            f'{checkpoint} holds no state_dict of tensors; it is not a model '
+            'checkpoint written by tools/train.py.')
+    return ckpt
+
+
+def teacher_state_dict(state: Dict[str, torch.Tensor],
+                       stock_model: torch.nn.Module,
+                       checkpoint: str = 'the checkpoint'
+                       ) -> Dict[str, torch.Tensor]:
+    """Pick the teacher's weights for ``stock_model`` out of a TESKD state.
+
+    Args:
+        state (dict): The TESKD model's state_dict.
+        stock_model (nn.Module): The stock classifier to fill.
+        checkpoint (str): The checkpoint's name, for messages.
+
+    Returns:
+        dict: Exactly the keys of ``stock_model.state_dict()``.
+    """
+    if not any(k.startswith(('head.branches.', 'neck.')) for k in state):
+        raise DeployError(
+            f'{checkpoint} has no student branches (head.branches.*) or '
+            'fusion neck (neck.*): it is not a TESKD model checkpoint. '
+            'Pass the checkpoint written by training the TESKD config.')
+    wanted = stock_model.state_dict()
+    missing = [k for k in wanted if k not in state]
+    if missing:
+        raise DeployError(
+            f'{checkpoint} lacks {len(missing)} teacher weights the config '
+            f'needs, e.g. {missing[:3]}; the checkpoint and the config do '
+            'not belong together.')
+    bad = [k for k, v in wanted.items() if state[k].shape != v.shape]
+    if bad:
+        k = bad[0]
+        raise DeployError(
+            f'{checkpoint}: {k} has shape {tuple(state[k].shape)} but the '
+            f'config builds {tuple(wanted[k].shape)}; the checkpoint and '
+            'the config do not belong together.')
+    return {k: state[k].clone() for k in wanted}
+
+
+def deploy(config: str,
+           checkpoint: str,
+           out_dir: str,
+           overwrite: bool = False) -> Tuple[str, str]:
+    """Write a stock mmpretrain config and a teacher-only checkpoint.
+
+    Everything is checked before anything is written: a config or checkpoint
+    that is not a TESKD model, a corrupt file, or existing outputs (without
+    ``overwrite``) raise :class:`DeployError` and leave ``out_dir`` as it was.
+
+    Args:
+        config (str): The TESKD training config.
+        checkpoint (str): A checkpoint of that config.
+        out_dir (str): Where to write ``<name>_deploy.py`` and
+            ``<name>_teacher.pth``.
+        overwrite (bool): Replace outputs that already exist. Defaults to
+            False.
+
+    Returns:
+        tuple[str, str]: The config and checkpoint paths written.
+    """
+    from mmpretrain.registry import MODELS
+    if not osp.isfile(config):
+        raise DeployError(f'Config {config} does not exist.')
+    cfg = Config.fromfile(config)
+    model_cfg = stock_model_cfg(cfg.model)
+    state = load_state_dict(checkpoint)
+    stock_model = MODELS.build(copy.deepcopy(model_cfg))
+    teacher = teacher_state_dict(state, stock_model, checkpoint)
+
+    deployed = _to_stock(cfg.to_dict())
+    deployed.pop('custom_imports', None)
+    deployed['model'] = model_cfg
+    # The stock config must build in a process that never imports teskd_mm.
+    deployed.pop('data_preprocessor', None)
+    if 'data_preprocessor' in cfg:
+        model_cfg.setdefault('data_preprocessor',
+                             _to_stock(cfg.data_preprocessor.to_dict()))
+
+    name = osp.splitext(osp.basename(config))[0]
+    cfg_out = osp.join(out_dir, f'{name}_deploy.py')
+    ckpt_out = osp.join(out_dir, f'{name}_teacher.pth')
+    existing = [p for p in (cfg_out, ckpt_out) if osp.exists(p)]
+    if existing and not overwrite:
+        raise DeployError(
+            f'{existing} already exist; choose another OUT_DIR or pass '
+            '--overwrite to replace them.')
+    os.makedirs(out_dir, exist_ok=True)
+    Config(ConfigDict(deployed)).dump(cfg_out)
+    meta = dict(source_config=osp.abspath(config),
+                source_checkpoint=osp.abspath(checkpoint))
+    # Plain tensors and strings only: loads with torch's weights_only=True.
+    torch.save(dict(state_dict=teacher, meta=meta), ckpt_out)
+    return cfg_out, ckpt_out

@@ -1,0 +1,3 @@
+from .cifar import CheckedCIFAR10, CheckedCIFAR100
+
+__all__ = ['CheckedCIFAR10', 'CheckedCIFAR100']

@@ -1,0 +1,3 @@
+from .multi_branch_accuracy import MultiBranchAccuracy
+
+__all__ = ['MultiBranchAccuracy']

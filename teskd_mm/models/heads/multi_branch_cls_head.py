@@ -1,0 +1,257 @@
+"""The teacher classifier of TESKD and its hierarchical student branches."""
+from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmcv.cnn import ConvModule
+from mmengine.model import BaseModule
+
+from mmpretrain.models.heads import ClsHead
+from mmpretrain.registry import MODELS
+from mmpretrain.structures import DataSample
+
+from ..necks.mfm_neck import MFMOutput
+
+
+class BranchOutputs(NamedTuple):
+    """All classifier outputs of one forward pass.
+
+    Attributes:
+        teacher_logits (Tensor): ``(N, num_classes)``.
+        teacher_feat (Tensor): The teacher's pooled feature, ``(N, C)``.
+        student_logits (tuple[Tensor]): One ``(N, num_classes)`` per student.
+        student_feats (tuple[Tensor]): One pooled ``(N, C')`` per student.
+        student_ids (tuple[int]): The level of each student.
+    """
+    teacher_logits: torch.Tensor
+    teacher_feat: torch.Tensor
+    student_logits: Tuple[torch.Tensor, ...]
+    student_feats: Tuple[torch.Tensor, ...]
+    student_ids: Tuple[int, ...]
+
+
+class StudentBranch(BaseModule):
+    """One student: strided conv-BN-ReLU, 1x1 conv-BN-ReLU, pool, Linear.
+
+    The first convolution has ``kernel_size == stride == kernel`` and brings
+    the student map down to the teacher's last-stage size.
+
+    Args:
+        in_channels (int): Channels of the student map ``S_b``.
+        channels (int): Width of the branch convolutions.
+        num_classes (int): Number of classes.
+        kernel (int): Kernel size and stride of the first convolution.
+        norm_cfg (dict): Config of the normalization layers.
+    """
+
+    def __init__(self, in_channels: int, channels: int, num_classes: int,
+                 kernel: int, norm_cfg: dict) -> None:
+        super().__init__()
+        self.kernel = kernel
+        # The released branches keep the conv biases in front of BN.
+        self.reduce = ConvModule(
+            in_channels, channels, kernel, stride=kernel, bias=True,
+            norm_cfg=norm_cfg)
+        self.mix = ConvModule(
+            channels, channels, 1, bias=True, norm_cfg=norm_cfg)
+        self.fc = nn.Linear(channels, num_classes)
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Return the pooled feature and the logits of the student."""
+        feat = self.mix(self.reduce(x))
+        feat = F.adaptive_avg_pool2d(feat, 1).flatten(1)
+        return feat, self.fc(feat)
+
+
+@MODELS.register_module()
+class MultiBranchClsHead(ClsHead):
+    """TESKD head: the teacher classifier plus one branch per student.
+
+    It takes the :class:`MFMOutput` of :class:`MFMNeck`. The teacher is a
+    global average pool and a Linear on the backbone's last stage, exactly
+    mmpretrain's ``GlobalAveragePooling`` + ``LinearClsHead``, so the trained
+    teacher deploys as a stock model. In eval mode :meth:`forward` returns the
+    teacher's logits only and :meth:`predict` the teacher's scores; the
+    students' scores ride along in each ``DataSample`` as ``student_scores``
+    for :class:`MultiBranchAccuracy`.
+
+    Args:
+        num_classes (int): Number of classes.
+        in_channels (int): Channels of the backbone's last stage.
+        branch_in_channels (int, optional): Channels of the student maps,
+            the neck's ``out_channels``. Defaults to ``in_channels``.
+        branch_channels (int, optional): Width of the branch convolutions.
+            Defaults to ``branch_in_channels``.
+        students (Sequence[int]): Levels of the active students, as in the
+            neck. Defaults to ``(1, 2, 3)``.
+        branch_kernels (Sequence[int], optional): Kernel (= stride) of each
+            student's first convolution, in the order of ``students``.
+            Defaults to ``2 ** (num_levels - b)`` (8, 4, 2 for four stages
+            that halve), which lands every student on the teacher's size.
+        num_levels (int): Number of backbone stages. Defaults to 4.
+        loss (dict): Config of the loss on all outputs. Defaults to
+            ``dict(type='TESKDLoss')``.
+        eval_students (bool): Whether :meth:`predict` also scores the
+            students, for the validation of each branch. Defaults to True.
+        norm_cfg (dict): Config of the normalization layers.
+        topk (int | tuple[int]): Top-k accuracy. Defaults to ``(1, )``.
+        init_cfg (dict, optional): Initialization config. Defaults to a
+            ``Normal(std=0.01)`` init of the Linear layers, as
+            ``LinearClsHead``.
+    """
+
+    def __init__(self,
+                 num_classes: int,
+                 in_channels: int,
+                 branch_in_channels: Optional[int] = None,
+                 branch_channels: Optional[int] = None,
+                 students: Sequence[int] = (1, 2, 3),
+                 branch_kernels: Optional[Sequence[int]] = None,
+                 num_levels: int = 4,
+                 loss: dict = dict(type='TESKDLoss'),
+                 eval_students: bool = True,
+                 norm_cfg: dict = dict(type='BN'),
+                 topk: Union[int, Tuple[int]] = (1, ),
+                 init_cfg: Optional[dict] = dict(
+                     type='Normal', layer='Linear', std=0.01)) -> None:
+        super().__init__(loss=loss, topk=topk, init_cfg=init_cfg)
+        if num_classes <= 0:
+            raise ValueError(
+                f'num_classes={num_classes} must be a positive integer')
+        students = tuple(sorted(set(int(s) for s in students)))
+        valid = tuple(range(1, num_levels))
+        if not students or any(s not in valid for s in students):
+            raise ValueError(
+                f'MultiBranchClsHead students={students} is not a non-empty '
+                f'subset of {valid} (num_levels={num_levels}).')
+        if branch_kernels is None:
+            branch_kernels = tuple(2**(num_levels - b) for b in students)
+        branch_kernels = tuple(int(k) for k in branch_kernels)
+        if len(branch_kernels) != len(students):
+            raise ValueError(
+                f'branch_kernels={branch_kernels} must give one kernel per '
+                f'student in students={students}.')
+
+        self.num_classes = num_classes
+        self.in_channels = in_channels
+        self.students = students
+        self.branch_kernels = branch_kernels
+        self.eval_students = eval_students
+        branch_in_channels = branch_in_channels or in_channels
+        branch_channels = branch_channels or branch_in_channels
+
+        self.fc = nn.Linear(in_channels, num_classes)
+        self.branches = nn.ModuleDict({
+            str(b): StudentBranch(branch_in_channels, branch_channels,
+                                  num_classes, k, norm_cfg)
+            for b, k in zip(students, branch_kernels)
+        })
+
+    def _check_feats(self, feats: MFMOutput) -> None:
+        if not isinstance(feats, MFMOutput):
+            raise TypeError(
+                'MultiBranchClsHead takes the output of MFMNeck, got '
+                f'{type(feats).__name__}; set neck=dict(type=\'MFMNeck\', ...)'
+                ' in the model config.')
+        if tuple(feats.student_ids) != self.students:
+            raise ValueError(
+                f'The neck feeds students {tuple(feats.student_ids)} but the '
+                f'head has students={self.students}; give both the same '
+                '`students`.')
+        if feats.teacher.shape[1] != self.in_channels:
+            raise ValueError(
+                f'The last stage has {feats.teacher.shape[1]} channels but '
+                f'MultiBranchClsHead in_channels={self.in_channels}; set '
+                f'in_channels={feats.teacher.shape[1]}.')
+        top = tuple(feats.teacher.shape[-2:])
+        for b, k, s in zip(self.students, self.branch_kernels,
+                           feats.students):
+            size = tuple(s.shape[-2:])
+            if size != (k * top[0], k * top[1]):
+                fit = (size[0] // top[0], size[1] // top[1])
+                raise ValueError(
+                    f'Student {b}\'s map is {size} and the last stage is '
+                    f'{top}, so its branch kernel must be {fit[0]}, but it is '
+                    f'{k}; set branch_kernels so that kernel x last-stage '
+                    'size = student size.')
+
+    def pre_logits(self, feats: MFMOutput) -> torch.Tensor:
+        """The teacher's pooled last-stage feature, ``(N, in_channels)``."""
+        return F.adaptive_avg_pool2d(feats.teacher, 1).flatten(1)
+
+    def forward_all(self, feats: MFMOutput) -> BranchOutputs:
+        """Run the teacher and every student branch."""
+        self._check_feats(feats)
+        teacher_feat = self.pre_logits(feats)
+        student_feats, student_logits = [], []
+        for b, s in zip(self.students, feats.students):
+            feat, logits = self.branches[str(b)](s)
+            student_feats.append(feat)
+            student_logits.append(logits)
+        return BranchOutputs(
+            teacher_logits=self.fc(teacher_feat),
+            teacher_feat=teacher_feat,
+            student_logits=tuple(student_logits),
+            student_feats=tuple(student_feats),
+            student_ids=self.students)
+
+    def forward(
+            self,
+            feats: MFMOutput) -> Union[torch.Tensor, BranchOutputs]:
+        """The teacher's logits in eval mode; all outputs in train mode."""
+        if self.training:
+            return self.forward_all(feats)
+        return self.fc(self.pre_logits(feats))
+
+    def loss(self, feats: MFMOutput, data_samples: List[DataSample],
+             **kwargs) -> dict:
+        """Compute the loss of the teacher and all students.
+
+        Args:
+            feats (MFMOutput): The neck's output.
+            data_samples (List[DataSample]): The annotations; ``gt_score``
+                (from batch augmentations) is used where present, as
+                ``ClsHead`` does, else ``gt_label``.
+            **kwargs: Passed on to the loss module.
+
+        Returns:
+            dict[str, Tensor]: The loss terms, each named for its term and
+            branch.
+        """
+        outs = self.forward_all(feats)
+        if 'gt_score' in data_samples[0]:
+            target = torch.stack([i.gt_score for i in data_samples])
+        else:
+            target = torch.cat([i.gt_label for i in data_samples])
+        return self.loss_module(outs, target, **kwargs)
+
+    def predict(
+        self,
+        feats: MFMOutput,
+        data_samples: Optional[List[Optional[DataSample]]] = None
+    ) -> List[DataSample]:
+        """The teacher's predictions; students' scores attached if asked.
+
+        Args:
+            feats (MFMOutput): The neck's output.
+            data_samples (List[DataSample | None], optional): Samples to
+                fill. Defaults to None.
+
+        Returns:
+            List[DataSample]: ``pred_score`` and ``pred_label`` of the
+            teacher; with ``eval_students``, also ``student_scores``
+            (``(num_students, num_classes)`` softmax scores) and the metainfo
+            ``student_ids``.
+        """
+        if not self.eval_students:
+            return self._get_predictions(self.fc(self.pre_logits(feats)),
+                                         data_samples)
+        outs = self.forward_all(feats)
+        predictions = self._get_predictions(outs.teacher_logits, data_samples)
+        scores = torch.stack([F.softmax(s, dim=1) for s in outs.student_logits],
+                             dim=1)
+        for sample, score in zip(predictions, scores):
+            sample.set_field(score, 'student_scores')
+            sample.set_metainfo(dict(student_ids=outs.student_ids))
+        return predictions

@@ -1,0 +1,3 @@
+from .mfm_neck import MFMNeck, MFMOutput
+
+__all__ = ['MFMNeck', 'MFMOutput']

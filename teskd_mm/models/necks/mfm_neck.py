@@ -1,0 +1,193 @@
+"""Mixed Fusion Module: the top-down pathway that feeds TESKD's students."""
+from typing import NamedTuple, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmcv.cnn import ConvModule
+from mmengine.model import BaseModule
+
+from mmpretrain.registry import MODELS
+
+FUSION_MODES = ('mixed', 'add', 'concat', 'none')
+
+
+class MFMOutput(NamedTuple):
+    """What :class:`MFMNeck` hands to the head.
+
+    Attributes:
+        teacher (Tensor): The backbone's last stage ``T_L``, shape
+            ``(N, C_L, H_L, W_L)``; the teacher classifier pools it.
+        students (tuple[Tensor]): The fused maps ``S_b``, one per active
+            student, in the order of ``student_ids``, each of shape
+            ``(N, out_channels, H_b, W_b)``.
+        student_ids (tuple[int]): The 1-based level of each student map
+            (``1`` is the shallowest stage).
+    """
+    teacher: torch.Tensor
+    students: Tuple[torch.Tensor, ...]
+    student_ids: Tuple[int, ...]
+
+
+class Upsample(nn.Module):
+    """Bilinear x2 upsampling with ``align_corners=True``, then 1x1 conv-BN-ReLU.
+
+    Args:
+        channels (int): Input and output channels.
+        norm_cfg (dict): Config of the normalization layer.
+    """
+
+    def __init__(self, channels: int, norm_cfg: dict) -> None:
+        super().__init__()
+        self.conv = ConvModule(channels, channels, 1, norm_cfg=norm_cfg)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(
+            x, scale_factor=2, mode='bilinear', align_corners=True)
+        return self.conv(x)
+
+
+@MODELS.register_module()
+class MFMNeck(BaseModule):
+    """Mixed Fusion Module neck of TESKD (arXiv 2110.00329, Eqn. 4).
+
+    Builds the student features top-down from the backbone's stages
+    ``T_1 .. T_L`` (``L = len(in_channels)``, four for the paper's networks)::
+
+        S_L = lateral_L(T_L)
+        for b = L-1 .. lowest active student:
+            u   = up_b(S_{b+1})                       # x2 bilinear + 1x1 conv
+            S_b = fuse_b(cat([u + lateral_b(T_b), u]))  # 'mixed'
+
+    Every lateral, upsample and fuse is a 1x1 conv without bias, BN and
+    ReLU, and every ``S_b`` has ``out_channels`` channels. Only the levels
+    the active students need are built, so no parameter goes unused.
+
+    Args:
+        in_channels (Sequence[int]): Channels of each backbone stage, shallow
+            to deep, e.g. ``(64, 128, 256, 512)`` for ResNet-18.
+        out_channels (int, optional): Width of every fused level. Defaults to
+            the last stage's channels (512 for ResNet-18), as in the paper.
+        fusion (str): How the upsampled map ``u`` and the lateral ``l`` merge,
+            the rows of the paper's Table 4: ``'mixed'`` (default,
+            ``fuse(cat[u + l, u])``), ``'add'`` (FPN style, ``u + l``),
+            ``'concat'`` (UNet style, ``fuse(cat[u, l])``, the 1x1 conv
+            halving the channels) or ``'none'`` (``u`` alone, no lateral).
+        students (Sequence[int]): The 1-based levels that feed a student,
+            among ``1 .. L-1``. Defaults to ``(1, 2, 3)``; Table 5 also uses
+            ``(2, 3)`` and ``(3,)``.
+        norm_cfg (dict): Config of the normalization layers. Defaults to
+            ``dict(type='BN')``.
+        init_cfg (dict, optional): Initialization config. Defaults to None.
+    """
+
+    def __init__(self,
+                 in_channels: Sequence[int],
+                 out_channels: Optional[int] = None,
+                 fusion: str = 'mixed',
+                 students: Sequence[int] = (1, 2, 3),
+                 norm_cfg: dict = dict(type='BN'),
+                 init_cfg: Optional[dict] = None) -> None:
+        super().__init__(init_cfg=init_cfg)
+        in_channels = tuple(int(c) for c in in_channels)
+        num_levels = len(in_channels)
+        if num_levels < 2:
+            raise ValueError(
+                f'MFMNeck needs at least two backbone stages, got '
+                f'in_channels={in_channels}; for ResNet-18 use '
+                'in_channels=(64, 128, 256, 512) with the backbone\'s '
+                'out_indices=(0, 1, 2, 3).')
+        if fusion not in FUSION_MODES:
+            raise ValueError(f'Unknown MFMNeck fusion {fusion!r}; choose one '
+                             f'of {FUSION_MODES}.')
+        students = tuple(sorted(set(int(s) for s in students)))
+        valid = tuple(range(1, num_levels))
+        if not students or any(s not in valid for s in students):
+            raise ValueError(
+                f'MFMNeck students={students} is not a non-empty subset of '
+                f'{valid}: with {num_levels} stages the students sit at '
+                f'levels {valid} (1 is the shallowest).')
+
+        self.in_channels = in_channels
+        self.out_channels = int(out_channels or in_channels[-1])
+        self.fusion = fusion
+        self.students = students
+        self.num_levels = num_levels
+        # Levels from the shallowest student up to L-1 must be fused, even
+        # those without a student of their own, to reach the shallow ones.
+        self.levels = tuple(range(students[0], num_levels))
+
+        C = self.out_channels
+
+        def conv1x1(cin: int, cout: int) -> ConvModule:
+            return ConvModule(cin, cout, 1, norm_cfg=norm_cfg)
+
+        self.lateral_top = conv1x1(in_channels[-1], C)
+        self.laterals = nn.ModuleDict()
+        self.upsamples = nn.ModuleDict()
+        self.fuses = nn.ModuleDict()
+        for b in self.levels:
+            key = str(b)
+            self.upsamples[key] = Upsample(C, norm_cfg)
+            if fusion != 'none':
+                self.laterals[key] = conv1x1(in_channels[b - 1], C)
+            if fusion in ('mixed', 'concat'):
+                self.fuses[key] = conv1x1(2 * C, C)
+
+    def _check_inputs(self, inputs: Sequence[torch.Tensor]) -> None:
+        if not isinstance(inputs, (tuple, list)) or \
+                len(inputs) != self.num_levels:
+            got = len(inputs) if isinstance(inputs, (tuple, list)) else 1
+            raise ValueError(
+                f'MFMNeck expects {self.num_levels} backbone stage outputs '
+                f'(in_channels={self.in_channels}) but got {got}; set the '
+                f'backbone\'s out_indices={tuple(range(self.num_levels))} '
+                '(all stages, shallow to deep).')
+        channels = tuple(x.shape[1] for x in inputs)
+        if channels != self.in_channels:
+            raise ValueError(
+                f'The backbone stages have channels {channels} but MFMNeck '
+                f'in_channels={self.in_channels}; set the neck\'s '
+                f'in_channels={channels} (and the head\'s '
+                f'in_channels={channels[-1]}).')
+        for b in self.levels:
+            low, high = inputs[b - 1].shape[-2:], inputs[b].shape[-2:]
+            if tuple(low) != (2 * high[0], 2 * high[1]):
+                raise ValueError(
+                    f'MFMNeck needs every stage at twice the size of the '
+                    f'next one, but stage {b} is {tuple(low)} and stage '
+                    f'{b + 1} is {tuple(high)}; use an input size that '
+                    f'halves evenly through the backbone (for a total '
+                    f'stride of 32: a multiple of 32, such as 32 or 224).')
+
+    def forward(self, inputs: Sequence[torch.Tensor]) -> MFMOutput:
+        """Fuse the backbone's stages top-down.
+
+        Args:
+            inputs (Sequence[Tensor]): The backbone's stage outputs, shallow
+                to deep.
+
+        Returns:
+            MFMOutput: the teacher's last-stage map and the student maps.
+        """
+        self._check_inputs(inputs)
+        fused = {}
+        s = self.lateral_top(inputs[-1])
+        for b in reversed(self.levels):
+            key = str(b)
+            u = self.upsamples[key](s)
+            if self.fusion == 'none':
+                s = u
+            elif self.fusion == 'add':
+                s = u + self.laterals[key](inputs[b - 1])
+            elif self.fusion == 'mixed':
+                lat = self.laterals[key](inputs[b - 1])
+                s = self.fuses[key](torch.cat([u + lat, u], dim=1))
+            else:  # concat
+                lat = self.laterals[key](inputs[b - 1])
+                s = self.fuses[key](torch.cat([u, lat], dim=1))
+            fused[b] = s
+        return MFMOutput(
+            teacher=inputs[-1],
+            students=tuple(fused[b] for b in self.students),
+            student_ids=self.students)

@@ -1,0 +1,3 @@
+from .runtime import init_cpu_distributed, prepare_cfg, setup_runtime
+
+__all__ = ['init_cpu_distributed', 'prepare_cfg', 'setup_runtime']

@@ -1,0 +1,85 @@
+"""One place for the work-arounds that the tools need on current libraries.
+
+mmengine 0.10.7 and mmpretrain 1.2.0 predate the torch, numpy and setuptools
+releases this package is used with; every tool calls :func:`setup_runtime`
+and :func:`prepare_cfg` instead of patching things where they break.
+"""
+import os
+from typing import Optional
+
+import torch
+import torch.distributed as torch_dist
+from mmengine.config import Config
+
+
+def setup_runtime() -> None:
+    """Set up the process before any checkpoint is read.
+
+    torch >= 2.6 unpickles with ``weights_only=True`` by default, and the
+    checkpoints mmengine writes carry its ``HistoryBuffer`` and numpy objects,
+    so test, resume and ``load_from`` would all fail. Checkpoints read by the
+    tools are the user's own training runs; loading them in full is what
+    mmengine was written for. An explicit setting by the user is kept.
+    """
+    os.environ.setdefault('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
+    import teskd_mm  # noqa: F401  (registers the components)
+
+
+def init_cpu_distributed(launcher: str) -> bool:
+    """Start the process group over gloo where no GPU can be used.
+
+    mmengine's ``pytorch`` launcher calls ``torch.cuda.set_device``
+    unconditionally, so on a CPU-only machine the group is started here,
+    before the Runner, which then sees it as already initialised.
+
+    Args:
+        launcher (str): The ``--launcher`` of the tool.
+
+    Returns:
+        bool: Whether a CPU process group was started.
+    """
+    if launcher != 'pytorch' or torch.cuda.is_available() or \
+            torch_dist.is_initialized():
+        return False
+    torch_dist.init_process_group(
+        backend='gloo',
+        rank=int(os.environ['RANK']),
+        world_size=int(os.environ['WORLD_SIZE']))
+    return True
+
+
+def prepare_cfg(cfg: Config, launcher: str = 'none',
+                cpu_distributed: Optional[bool] = None) -> Config:
+    """Adjust a loaded config to what the installed libraries can run.
+
+    Args:
+        cfg (Config): The config, already merged with command-line options.
+        launcher (str): The launcher the tool was started with.
+        cpu_distributed (bool, optional): Whether training is distributed on
+            CPU; by default, whether a gloo group has been started.
+
+    Returns:
+        Config: The same config, changed in place.
+    """
+    cfg.launcher = launcher
+    if cpu_distributed is None:
+        cpu_distributed = launcher != 'none' and \
+            torch_dist.is_initialized() and not torch.cuda.is_available()
+    if cpu_distributed:
+        # DDP on CPU must not be given device_ids; mmengine passes the local
+        # rank unless the wrapper config names them.
+        wrapper = cfg.get('model_wrapper_cfg') or dict(
+            type='MMDistributedDataParallel',
+            broadcast_buffers=False,
+            find_unused_parameters=cfg.get('find_unused_parameters', False))
+        wrapper['device_ids'] = None
+        cfg.model_wrapper_cfg = wrapper
+        cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})
+        cfg.env_cfg.dist_cfg['backend'] = 'gloo'
+    for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        loader = cfg.get(key)
+        # persistent_workers needs worker processes.
+        if loader and loader.get('num_workers', 0) == 0 and \
+                loader.get('persistent_workers', False):
+            loader['persistent_workers'] = False
+    return cfg

@@ -1,0 +1,39 @@
+"""Export the trained teacher of a TESKD model as a stock mmpretrain model.
+
+    python tools/deploy.py CONFIG CHECKPOINT OUT_DIR [--overwrite]
+
+Writes OUT_DIR/<config>_deploy.py (backbone + GlobalAveragePooling +
+LinearClsHead) and OUT_DIR/<config>_teacher.pth (the teacher's weights only),
+which plain mmpretrain loads without this package, e.g.
+``mmpretrain.get_model(cfg_path, pretrained=ckpt_path)``.
+"""
+import argparse
+import sys
+
+from teskd_mm.utils import setup_runtime
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('config', help='the TESKD training config')
+    parser.add_argument('checkpoint', help='a checkpoint of that config')
+    parser.add_argument('out_dir', help='where to write the stock model')
+    parser.add_argument(
+        '--overwrite',
+        action='store_true',
+        help='replace deployed files that already exist in OUT_DIR')
+    args = parser.parse_args(argv)
+    setup_runtime()
+    from teskd_mm.apis import DeployError, deploy
+    try:
+        cfg_out, ckpt_out = deploy(args.config, args.checkpoint, args.out_dir,
+                                   overwrite=args.overwrite)
+    except DeployError as e:
+        print(f'deploy: error: {e}', file=sys.stderr)
+        return 2
+    print(f'Wrote {cfg_out}\nWrote {ckpt_out}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""Evaluate a checkpoint on the test set of a config.
+
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out FILE]
+    torchrun --nproc_per_node=N tools/test.py CONFIG CKPT --launcher pytorch
+"""
+import argparse
+import os
+import os.path as osp
+
+from mmengine.config import Config, DictAction
+from mmengine.runner import Runner
+
+from teskd_mm.utils import init_cpu_distributed, prepare_cfg, setup_runtime
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description='Test a classifier')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--work-dir', help='the dir to save the results')
+    parser.add_argument(
+        '--out', help='dump the metrics to this file (.json, .yaml or .pkl)')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override settings of the config, as key=value pairs')
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def main():
+    args = parse_args()
+    setup_runtime()
+    if not osp.isfile(args.checkpoint):
+        raise FileNotFoundError(f'Checkpoint {args.checkpoint} does not exist.')
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs',
+                                osp.splitext(osp.basename(args.config))[0])
+    cfg.load_from = args.checkpoint
+    init_cpu_distributed(args.launcher)
+    cfg = prepare_cfg(cfg, args.launcher)
+    runner = Runner.from_cfg(cfg)
+    metrics = runner.test()
+    if args.out and runner.rank == 0:
+        from mmengine.fileio import dump
+        dump(metrics, args.out)
+    return metrics
+
+
+if __name__ == '__main__':
+    main()
