@@ -142,11 +142,18 @@ class MultiBranchClsHead(ClsHead):
         branch_channels = branch_channels or branch_in_channels
 
         self.fc = nn.Linear(in_channels, num_classes)
+        self.norm_cfg = norm_cfg
         self.branches = nn.ModuleDict({
-            str(b): StudentBranch(branch_in_channels, branch_channels,
-                                  num_classes, k, norm_cfg)
+            str(b): self.build_branch(branch_in_channels, branch_channels,
+                                      num_classes, k)
             for b, k in zip(students, branch_kernels)
         })
+
+    def build_branch(self, in_channels: int, channels: int, num_classes: int,
+                     kernel: int) -> nn.Module:
+        """One student; it maps a student map to ``(feature, logits)``."""
+        return StudentBranch(in_channels, channels, num_classes, kernel,
+                             self.norm_cfg)
 
     def _check_feats(self, feats: MFMOutput) -> None:
         if not isinstance(feats, MFMOutput):
@@ -164,6 +171,9 @@ class MultiBranchClsHead(ClsHead):
                 f'The last stage has {feats.teacher.shape[1]} channels but '
                 f'MultiBranchClsHead in_channels={self.in_channels}; set '
                 f'in_channels={feats.teacher.shape[1]}.')
+        self._check_sizes(feats)
+
+    def _check_sizes(self, feats: MFMOutput) -> None:
         top = tuple(feats.teacher.shape[-2:])
         for b, k, s in zip(self.students, self.branch_kernels,
                            feats.students):

@@ -118,21 +118,32 @@ class MFMNeck(BaseModule):
         self.levels = tuple(range(students[0], num_levels))
 
         C = self.out_channels
-
-        def conv1x1(cin: int, cout: int) -> ConvModule:
-            return ConvModule(cin, cout, 1, norm_cfg=norm_cfg)
-
-        self.lateral_top = conv1x1(in_channels[-1], C)
+        self.norm_cfg = norm_cfg
+        self.lateral_top = self.build_lateral(in_channels[-1], C)
         self.laterals = nn.ModuleDict()
         self.upsamples = nn.ModuleDict()
         self.fuses = nn.ModuleDict()
         for b in self.levels:
             key = str(b)
-            self.upsamples[key] = Upsample(C, norm_cfg)
+            self.upsamples[key] = self.build_upsample(C)
             if fusion != 'none':
-                self.laterals[key] = conv1x1(in_channels[b - 1], C)
+                self.laterals[key] = self.build_lateral(in_channels[b - 1], C)
             if fusion in ('mixed', 'concat'):
-                self.fuses[key] = conv1x1(2 * C, C)
+                self.fuses[key] = self.build_fuse(2 * C, C)
+
+    # The three building blocks; subclasses that fuse other kinds of maps
+    # (e.g. pooled vectors) override these and keep the top-down order.
+    def build_lateral(self, in_channels: int, out_channels: int) -> nn.Module:
+        """1x1 conv-BN-ReLU from a backbone stage to the fused width."""
+        return ConvModule(in_channels, out_channels, 1, norm_cfg=self.norm_cfg)
+
+    def build_upsample(self, channels: int) -> nn.Module:
+        """x2 bilinear upsampling followed by 1x1 conv-BN-ReLU."""
+        return Upsample(channels, self.norm_cfg)
+
+    def build_fuse(self, in_channels: int, out_channels: int) -> nn.Module:
+        """1x1 conv-BN-ReLU over the concatenation."""
+        return ConvModule(in_channels, out_channels, 1, norm_cfg=self.norm_cfg)
 
     def _check_inputs(self, inputs: Sequence[torch.Tensor]) -> None:
         if not isinstance(inputs, (tuple, list)) or \
@@ -150,6 +161,9 @@ class MFMNeck(BaseModule):
                 f'in_channels={self.in_channels}; set the neck\'s '
                 f'in_channels={channels} (and the head\'s '
                 f'in_channels={channels[-1]}).')
+        self._check_sizes(inputs)
+
+    def _check_sizes(self, inputs: Sequence[torch.Tensor]) -> None:
         for b in self.levels:
             low, high = inputs[b - 1].shape[-2:], inputs[b].shape[-2:]
             if tuple(low) != (2 * high[0], 2 * high[1]):
