@@ -170,8 +170,10 @@ def deploy(config: str,
     stock_model = MODELS.build(copy.deepcopy(model_cfg))
     teacher = teacher_state_dict(state, stock_model, checkpoint)
 
-    deployed = _to_stock(cfg.to_dict())
+    deployed = cfg.to_dict()
+    deployed.pop('model')
     deployed.pop('custom_imports', None)
+    deployed = _to_stock(deployed)
     deployed['model'] = model_cfg
     # The stock config must build in a process that never imports teskd_mm.
     deployed.pop('data_preprocessor', None)
