@@ -20,10 +20,12 @@ class _ExplainMissingMixin:
         except Exception as e:
             if self._check_integrity():
                 raise
+            why = (f'the download from {self.url} did not work '
+                   f'({type(e).__name__}: {e})'
+                   if self.download else 'download=False')
             raise FileNotFoundError(
                 f'{type(self).__name__}: no intact {self.base_folder}/ under '
-                f'{osp.abspath(root)} and the download from {self.url} did '
-                f'not work ({type(e).__name__}: {e}). Download '
+                f'{osp.abspath(root)} and {why}. Download '
                 f'{self.filename} on a machine with internet access and '
                 f'either put it in {osp.abspath(root)} or extract it there, '
                 f'so that {osp.join(osp.abspath(root), self.base_folder)} '
