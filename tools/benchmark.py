@@ -1,0 +1,569 @@
+"""Time the full training step of a model against a baseline, interleaved.
+
+    python tools/benchmark.py CONFIG [--baseline CONFIG] [--batch-size 64]
+        [--iters 20] [--warmup 3] [--threads 2] [--device cpu|cuda]
+        [--amp bf16|fp16] [--channels-last] [--compile]
+        [--deployed-teacher] [--data-loading [--data-root PATH]]
+        [--out RESULT.json]
+
+Both models are built from their configs in one process. A training step is
+what the Runner runs each iteration, ``model.train_step(data, optim_wrapper)``:
+data preprocessor, forward, loss, backward and the optimizer step of the
+config's ``optim_wrapper``. The steps of the two models alternate (A B, B A,
+...) after the warm-up, so a change of machine load hits both alike; the
+median step time of each, their ratio, images per second and the peak memory
+of one step are printed. Inputs are random images of the config's crop size,
+as the data loader would hand them over (a list of uint8 tensors).
+
+``--deployed-teacher`` also times inference of the teacher exactly as
+``tools/deploy.py`` exports it (a stock ``ImageClassifier``) against the
+baseline model, and checks that both are built from the same module types.
+
+``--data-loading`` measures the images per second of the config's training
+pipeline with its ``num_workers``. CIFAR-100 is not assumed to be on disk: the
+pipeline runs over CIFAR-10 JPEG files (``LoadImageFromFile`` in front of the
+config's transforms, a ``CustomDataset``), which costs a JPEG decode per image
+that the in-memory CIFAR data set does not, so the figure is a lower bound.
+"""
+import argparse
+import copy
+import ctypes
+import gc
+import json
+import logging
+import os
+import os.path as osp
+import platform
+import shutil
+import statistics
+import sys
+import tarfile
+import tempfile
+import time
+from typing import Callable, Dict, List, Optional
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+DEFAULT_DATA = osp.join(ROOT, '..', 'shared', 'data', 'cifar10-jpg.tar.gz')
+AMP_DTYPES = {'bf16': 'bfloat16', 'fp16': 'float16'}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description='Time training steps of a model against a baseline')
+    parser.add_argument('config', help='config of the model to time')
+    parser.add_argument(
+        '--baseline', help='config of the model to compare with')
+    parser.add_argument('--batch-size', type=int, default=64)
+    parser.add_argument(
+        '--iters', type=int, default=20,
+        help='timed steps of each model (after the warm-up)')
+    parser.add_argument(
+        '--warmup', type=int, default=3, help='untimed steps of each model')
+    parser.add_argument(
+        '--threads', type=int, default=None,
+        help='torch CPU threads (default: torch\'s own choice)')
+    parser.add_argument('--device', default='cpu', help='cpu, cuda, cuda:1')
+    parser.add_argument(
+        '--amp', choices=sorted(AMP_DTYPES),
+        help='automatic mixed precision, as the Runner\'s AmpOptimWrapper')
+    parser.add_argument(
+        '--channels-last', action='store_true',
+        help='models and inputs in the channels_last memory format')
+    parser.add_argument(
+        '--compile', action='store_true',
+        help='torch.compile the train_step, as the Runner\'s cfg.compile')
+    parser.add_argument(
+        '--input-size', type=int, default=None,
+        help='square input size (default: the crop size of the config\'s '
+        'training pipeline)')
+    parser.add_argument(
+        '--deployed-teacher', action='store_true',
+        help='also time inference of the deployed teacher of CONFIG '
+        'against the baseline')
+    parser.add_argument(
+        '--data-loading', action='store_true',
+        help='also measure the training pipeline\'s images per second')
+    parser.add_argument(
+        '--data-root', default=DEFAULT_DATA,
+        help='cifar10-jpg.tar.gz or a folder in CustomDataset layout, for '
+        '--data-loading')
+    parser.add_argument(
+        '--data-batches', type=int, default=30,
+        help='timed batches for --data-loading')
+    parser.add_argument(
+        '--data-workers', type=int, default=None,
+        help='worker count for --data-loading (default: the config\'s)')
+    parser.add_argument('--out', help='also write the results to this JSON')
+    args = parser.parse_args(argv)
+    for name in ('batch_size', 'iters', 'data_batches'):
+        if getattr(args, name) < 1:
+            parser.error(f'--{name.replace("_", "-")} must be at least 1, '
+                         f'got {getattr(args, name)}')
+    if args.warmup < 0:
+        parser.error(f'--warmup must be 0 or more, got {args.warmup}')
+    if args.threads is not None and args.threads < 1:
+        parser.error(f'--threads must be at least 1, got {args.threads}')
+    if args.deployed_teacher and not args.baseline:
+        parser.error('--deployed-teacher compares with the baseline; give '
+                     '--baseline CONFIG too')
+    return args
+
+
+# ----------------------------------------------------------------- memory
+def _proc_status_kib(field: str) -> Optional[int]:
+    try:
+        with open('/proc/self/status') as f:
+            for line in f:
+                if line.startswith(field + ':'):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+class CpuPeakMemory:
+    """Peak resident memory of a stretch of code, in bytes.
+
+    Freed heap is handed back to the system first (``malloc_trim``) and the
+    kernel's high-water mark is reset (``/proc/self/clear_refs``), so the
+    figure is what the code itself needed on top of what was resident.
+    Where that reset is not possible, it falls back to ``ru_maxrss``, which
+    only ever grows, and says so in :attr:`method`.
+    """
+
+    def __init__(self) -> None:
+        try:
+            self._libc = ctypes.CDLL('libc.so.6')
+        except OSError:
+            self._libc = None
+        self.method = 'VmHWM after clear_refs'
+
+    def __enter__(self) -> 'CpuPeakMemory':
+        gc.collect()
+        if self._libc is not None:
+            self._libc.malloc_trim(0)
+        try:
+            with open('/proc/self/clear_refs', 'w') as f:
+                f.write('5')
+            self._start = _proc_status_kib('VmRSS')
+            self._hwm = True
+        except OSError:
+            import resource
+            self.method = 'ru_maxrss (monotonic; an upper bound)'
+            self._start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            self._hwm = False
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._hwm:
+            peak = _proc_status_kib('VmHWM')
+        else:
+            import resource
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        self.peak = max(0, peak - self._start) * 1024
+
+
+# ----------------------------------------------------------------- models
+def load_config(path: str):
+    from mmengine.config import Config
+    if not osp.isfile(path):
+        raise SystemExit(f'benchmark: error: config {path} does not exist')
+    cfg = Config.fromfile(path)
+    from teskd_mm.utils import prepare_cfg
+    return prepare_cfg(cfg)
+
+
+def input_size_of(cfg, given: Optional[int]) -> int:
+    """The square crop the training pipeline produces."""
+    if given is not None:
+        return given
+    pipeline = cfg.get('train_pipeline') or \
+        cfg.train_dataloader.dataset.get('pipeline', [])
+    for t in pipeline:
+        for key in ('crop_size', 'scale'):
+            size = t.get(key)
+            if isinstance(size, int):
+                return size
+            if isinstance(size, (tuple, list)) and size[0] == size[-1]:
+                return int(size[0])
+    raise SystemExit(
+        'benchmark: error: found no square crop in the training pipeline of '
+        f'{cfg.filename}; give --input-size (e.g. 32 for CIFAR, 224 for '
+        'ImageNet)')
+
+
+def num_classes_of(cfg) -> int:
+    return int(cfg.model.head.num_classes)
+
+
+def build_model(model_cfg: dict, device, channels_last: bool):
+    import torch
+    from mmpretrain.registry import MODELS
+    model = MODELS.build(copy.deepcopy(model_cfg))
+    model.init_weights()
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
+def build_optim_wrapper(model, cfg, amp: Optional[str]):
+    from mmengine.optim import build_optim_wrapper as build
+    optim_cfg = copy.deepcopy(cfg.optim_wrapper)
+    if amp:
+        # What tools/train.py --amp does, with the chosen dtype.
+        optim_cfg['type'] = 'AmpOptimWrapper'
+        optim_cfg['dtype'] = AMP_DTYPES[amp]
+        optim_cfg.setdefault('loss_scale', 'dynamic')
+    return build(model, optim_cfg)
+
+
+def make_batch(batch_size: int, size: int, num_classes: int, seed: int):
+    """Random images and labels as the data loader hands them over."""
+    import torch
+    from mmpretrain.structures import DataSample
+    gen = torch.Generator().manual_seed(seed)
+    inputs = [
+        torch.randint(0, 256, (3, size, size), dtype=torch.uint8,
+                      generator=gen) for _ in range(batch_size)
+    ]
+    labels = torch.randint(0, num_classes, (batch_size, ), generator=gen)
+    samples = [DataSample().set_gt_label(int(y)) for y in labels]
+    return dict(inputs=inputs, data_samples=samples)
+
+
+class Trainee:
+    """One model, its optimizer wrapper, a batch and its timings."""
+
+    def __init__(self, name: str, cfg, args, device) -> None:
+        self.name = name
+        self.cfg = cfg
+        self.model = build_model(cfg.model, device, args.channels_last)
+        self.model.train()
+        self.optim_wrapper = build_optim_wrapper(self.model, cfg, args.amp)
+        self.batch = make_batch(args.batch_size,
+                                input_size_of(cfg, args.input_size),
+                                num_classes_of(cfg), seed=0)
+        self.train_step: Callable = self.model.train_step
+        if args.compile:
+            import torch
+            self.train_step = torch.compile(self.model.train_step)
+        self.times: List[float] = []
+        self.num_params = sum(p.numel() for p in self.model.parameters())
+
+    def step(self, sync: Callable) -> float:
+        start = time.perf_counter()
+        self.train_step(self.batch, self.optim_wrapper)
+        sync()
+        return time.perf_counter() - start
+
+
+def interleave(runners: List, steps: int, record: bool,
+               sync: Callable) -> None:
+    """Alternate the runners' steps, reversing the order every round."""
+    for i in range(steps):
+        order = runners if i % 2 == 0 else runners[::-1]
+        for r in order:
+            t = r.step(sync)
+            if record:
+                r.times.append(t)
+
+
+def peak_memory(runner, device, sync: Callable) -> Dict:
+    """Peak memory of one more (untimed) step of ``runner``."""
+    import torch
+    if device.type == 'cuda':
+        sync()
+        torch.cuda.reset_peak_memory_stats(device)
+        runner.step(sync)
+        return dict(peak_memory_bytes=torch.cuda.max_memory_allocated(device),
+                    memory_method='torch.cuda.max_memory_allocated')
+    with CpuPeakMemory() as mem:
+        runner.step(sync)
+    return dict(peak_memory_bytes=mem.peak,
+                memory_method='peak RSS increase during one step, '
+                f'{mem.method}')
+
+
+# ---------------------------------------------------------- deployed model
+def module_types(model) -> List[str]:
+    return [f'{type(m).__module__}.{type(m).__qualname__}'
+            for m in model.modules()]
+
+
+def time_inference(models: Dict[str, object], batch, iters: int, warmup: int,
+                   sync: Callable) -> Dict[str, float]:
+    """Median inference time of each model, interleaved."""
+    import torch
+    times = {name: [] for name in models}
+    names = list(models)
+    with torch.inference_mode():
+        for i in range(warmup + iters):
+            for name in (names if i % 2 == 0 else names[::-1]):
+                model = models[name]
+                start = time.perf_counter()
+                data = model.data_preprocessor(batch, False)
+                model(data['inputs'], mode='tensor')
+                sync()
+                if i >= warmup:
+                    times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def deployed_teacher(cfg, base_cfg, args, device, sync) -> Dict:
+    from teskd_mm.apis.deploy import stock_model_cfg
+    teacher = build_model(stock_model_cfg(cfg.model), device,
+                          args.channels_last).eval()
+    base = build_model(base_cfg.model, device, args.channels_last).eval()
+    same = module_types(teacher) == module_types(base)
+    shapes_same = [tuple(v.shape) for v in teacher.state_dict().values()] == \
+        [tuple(v.shape) for v in base.state_dict().values()]
+    batch = make_batch(args.batch_size, input_size_of(cfg, args.input_size),
+                       num_classes_of(cfg), seed=1)
+    med = time_inference(dict(teacher=teacher, baseline=base), batch,
+                         args.iters, args.warmup, sync)
+    return dict(
+        same_module_types=same,
+        same_parameter_shapes=shapes_same,
+        teacher_inference_s=med['teacher'],
+        baseline_inference_s=med['baseline'],
+        inference_ratio=med['teacher'] / med['baseline'])
+
+
+# ------------------------------------------------------------ data loading
+def cifar_jpeg_folder(src: str, min_images: int, tmp: str) -> str:
+    """A CustomDataset folder with at least ``min_images`` training images."""
+    if osp.isdir(src):
+        if not osp.isdir(osp.join(src, 'train')):
+            raise SystemExit(
+                f'benchmark: error: {src} has no train/ folder; give '
+                '--data-root the cifar10-jpg folder (train/<class>/*.jpg) '
+                'or cifar10-jpg.tar.gz')
+        return src
+    if not osp.isfile(src):
+        raise SystemExit(
+            f'benchmark: error: --data-root {src} does not exist; give the '
+            'path of cifar10-jpg.tar.gz (see ../shared/data/README.md) or '
+            'of its extracted folder')
+    per_class = -(-min_images // 10)
+    with tarfile.open(src) as tar:
+        for member in tar:
+            parts = member.name.split('/')
+            if len(parts) != 4 or parts[1] != 'train' or \
+                    not member.isfile():
+                continue
+            if int(osp.splitext(parts[3])[0]) >= per_class:
+                continue
+            out = osp.join(tmp, 'train', parts[2], parts[3])
+            os.makedirs(osp.dirname(out), exist_ok=True)
+            with tar.extractfile(member) as f, open(out, 'wb') as g:
+                shutil.copyfileobj(f, g)
+    return tmp
+
+
+def data_loading(cfg, args) -> Dict:
+    """Images per second of the config's training pipeline."""
+    from mmengine.runner import Runner
+    loader_cfg = copy.deepcopy(cfg.train_dataloader.to_dict())
+    workers = loader_cfg.get('num_workers', 0) \
+        if args.data_workers is None else args.data_workers
+    pipeline = [dict(type='LoadImageFromFile')] + [
+        t for t in loader_cfg['dataset'].get('pipeline', [])
+        if t.get('type') != 'LoadImageFromFile'
+    ]
+    batches = args.data_batches + 2  # the first two absorb worker start-up
+    with tempfile.TemporaryDirectory(prefix='benchmark_data_') as tmp:
+        root = cifar_jpeg_folder(args.data_root,
+                                 batches * args.batch_size, tmp)
+        loader_cfg.update(
+            batch_size=args.batch_size,
+            num_workers=workers,
+            persistent_workers=False,
+            dataset=dict(type='CustomDataset', data_root=root,
+                         data_prefix='train', pipeline=pipeline),
+            sampler=dict(type='DefaultSampler', shuffle=True))
+        loader = Runner.build_dataloader(loader_cfg, seed=0)
+        if len(loader) < batches:
+            raise SystemExit(
+                f'benchmark: error: {root} holds {len(loader.dataset)} '
+                f'training images, too few for {batches} batches of '
+                f'{args.batch_size}; lower --data-batches')
+        it = iter(loader)
+        for _ in range(2):
+            next(it)
+        start = time.perf_counter()
+        for _ in range(args.data_batches):
+            next(it)
+        elapsed = time.perf_counter() - start
+        del it
+    return dict(
+        images_per_s=args.data_batches * args.batch_size / elapsed,
+        num_workers=workers,
+        pipeline=[t['type'] for t in pipeline],
+        source='CIFAR-10 JPEG files through CustomDataset (stands in for '
+        'CIFAR-100, which is not on this machine)')
+
+
+# ------------------------------------------------------------------- main
+def environment(device) -> Dict:
+    import torch
+    info = dict(
+        torch=torch.__version__,
+        device=str(device),
+        threads=torch.get_num_threads(),
+        python=platform.python_version())
+    if device.type == 'cuda':
+        info['gpu'] = torch.cuda.get_device_name(device)
+    else:
+        try:
+            with open('/proc/cpuinfo') as f:
+                names = [ln.split(':', 1)[1].strip() for ln in f
+                         if ln.startswith('model name')]
+            info['cpu'] = f'{names[0]} x {len(names)}' if names else None
+        except OSError:
+            info['cpu'] = platform.processor()
+    return info
+
+
+def check_device(args):
+    import torch
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        raise SystemExit(f'benchmark: error: --device {args.device!r} is not '
+                         'a torch device; use cpu or cuda')
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        raise SystemExit(
+            f'benchmark: error: --device {args.device} but torch sees no '
+            'CUDA GPU here; use --device cpu')
+    if args.amp and device.type != 'cuda':
+        raise SystemExit(
+            f'benchmark: error: --amp {args.amp} uses mmengine\'s '
+            'AmpOptimWrapper, which runs on GPUs only; drop --amp or use '
+            '--device cuda')
+    if args.amp == 'bf16' and not torch.cuda.is_bf16_supported():
+        raise SystemExit('benchmark: error: this GPU has no bf16; use --amp '
+                         'fp16')
+    return device
+
+
+def fmt_mib(n: int) -> str:
+    return f'{n / 2**20:.0f} MiB'
+
+
+def report(results: Dict) -> str:
+    lines = [
+        'device: {device} ({hw}), torch {torch}, {threads} threads'.format(
+            hw=results['env'].get('gpu') or results['env'].get('cpu'),
+            **results['env']),
+        'batch {batch_size}, input {input_size}, {iters} timed steps after '
+        '{warmup} warm-up, amp={amp}, channels_last={channels_last}, '
+        'compile={compile}'.format(**results['settings']),
+        'load average before/after: {} / {}'.format(
+            *(' '.join(f'{x:.2f}' for x in results[k])
+              for k in ('load_before', 'load_after'))),
+    ]
+    for name, r in results['models'].items():
+        lines.append(
+            f'{name:>9}: median step {r["median_step_s"]:.4f} s '
+            f'(min {r["min_step_s"]:.4f}, max {r["max_step_s"]:.4f}), '
+            f'{r["images_per_s"]:.1f} img/s, peak memory '
+            f'{fmt_mib(r["peak_memory_bytes"])}, '
+            f'{r["num_params"]:,} parameters')
+    if 'ratio' in results:
+        lines.append(f'step time ratio (model / baseline): '
+                     f'{results["ratio"]:.3f}')
+    dep = results.get('deployed_teacher')
+    if dep:
+        lines.append(
+            f'deployed teacher: same module types as the baseline: '
+            f'{dep["same_module_types"]}, same parameter shapes: '
+            f'{dep["same_parameter_shapes"]}; inference '
+            f'{dep["teacher_inference_s"]:.4f} s vs '
+            f'{dep["baseline_inference_s"]:.4f} s, ratio '
+            f'{dep["inference_ratio"]:.3f}')
+    data = results.get('data_loading')
+    if data:
+        lines.append(
+            f'data loading: {data["images_per_s"]:.0f} img/s with '
+            f'{data["num_workers"]} workers ({data["source"]}); training '
+            'step: ' + ', '.join(
+                f'{n} {r["images_per_s"]:.1f} img/s'
+                for n, r in results['models'].items()))
+    return '\n'.join(lines)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from teskd_mm.utils import setup_runtime
+    setup_runtime()
+    import torch
+    from mmengine.logging import MMLogger
+    from mmengine.registry import init_default_scope
+    init_default_scope('mmpretrain')
+    # init_weights logs every parameter; only the results matter here.
+    MMLogger.get_current_instance().setLevel(logging.WARNING)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    device = check_device(args)
+
+    def sync():
+        if device.type == 'cuda':
+            torch.cuda.synchronize(device)
+
+    cfg = load_config(args.config)
+    base_cfg = load_config(args.baseline) if args.baseline else None
+    torch.manual_seed(0)
+    runners = [Trainee('model', cfg, args, device)]
+    if base_cfg is not None:
+        runners.append(Trainee('baseline', base_cfg, args, device))
+
+    load_before = os.getloadavg()
+    interleave(runners, args.warmup, record=False, sync=sync)
+    interleave(runners, args.iters, record=True, sync=sync)
+    load_after = os.getloadavg()
+
+    results = dict(
+        env=environment(device),
+        settings=dict(
+            batch_size=args.batch_size,
+            input_size=input_size_of(cfg, args.input_size),
+            iters=args.iters,
+            warmup=args.warmup,
+            amp=args.amp,
+            channels_last=args.channels_last,
+            compile=args.compile,
+            config=args.config,
+            baseline=args.baseline),
+        load_before=load_before,
+        load_after=load_after,
+        models={})
+    for r in runners:
+        med = statistics.median(r.times)
+        results['models'][r.name] = dict(
+            median_step_s=med,
+            min_step_s=min(r.times),
+            max_step_s=max(r.times),
+            step_times_s=r.times,
+            images_per_s=args.batch_size / med,
+            num_params=r.num_params,
+            **peak_memory(r, device, sync))
+    if base_cfg is not None:
+        results['ratio'] = results['models']['model']['median_step_s'] / \
+            results['models']['baseline']['median_step_s']
+    del runners
+    gc.collect()
+    if args.deployed_teacher:
+        results['deployed_teacher'] = deployed_teacher(
+            cfg, base_cfg, args, device, sync)
+    if args.data_loading:
+        results['data_loading'] = data_loading(cfg, args)
+    print(report(results))
+    if args.out:
+        with open(args.out, 'w') as f:
+            json.dump(results, f, indent=2)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
