@@ -1,0 +1,3 @@
+from .prediction_memory import PredictionMemory
+
+__all__ = ['PredictionMemory']
