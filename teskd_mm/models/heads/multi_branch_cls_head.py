@@ -87,8 +87,13 @@ class MultiBranchClsHead(ClsHead):
             neck. Defaults to ``(1, 2, 3)``.
         branch_kernels (Sequence[int], optional): Kernel (= stride) of each
             student's first convolution, in the order of ``students``.
-            Defaults to ``2 ** (num_levels - b)`` (8, 4, 2 for four stages
-            that halve), which lands every student on the teacher's size.
+            Defaults to ``2 ** (num_levels - b) // branch_end_scale`` (8, 4,
+            2 for four stages that halve), which lands every student on
+            ``branch_end_scale`` times the teacher's size.
+        branch_end_scale (int): Students end at this multiple of the last
+            stage's size: 1 (default) for the paper's ResNets (4x4 at 32
+            px); 2 for the released CIFAR VGG, whose students end at 2x2
+            over a 1x1 last stage (kernels 4, 2, 1).
         num_levels (int): Number of backbone stages. Defaults to 4.
         loss (dict): Config of the loss on all outputs. Defaults to
             ``dict(type='TESKDLoss')``.
@@ -109,6 +114,7 @@ class MultiBranchClsHead(ClsHead):
                  students: Sequence[int] = (1, 2, 3),
                  branch_kernels: Optional[Sequence[int]] = None,
                  num_levels: int = 4,
+                 branch_end_scale: int = 1,
                  loss: dict = dict(type='TESKDLoss'),
                  eval_students: bool = True,
                  norm_cfg: dict = dict(type='BN'),
@@ -125,8 +131,16 @@ class MultiBranchClsHead(ClsHead):
             raise ValueError(
                 f'MultiBranchClsHead students={students} is not a non-empty '
                 f'subset of {valid} (num_levels={num_levels}).')
+        if branch_end_scale < 1 or 2**(num_levels - students[-1]) % \
+                branch_end_scale:
+            raise ValueError(
+                f'branch_end_scale={branch_end_scale} must be a power of two '
+                f'of at most {2**(num_levels - students[-1])}, so that '
+                f'student {students[-1]} can end there.')
+        self.branch_end_scale = branch_end_scale
         if branch_kernels is None:
-            branch_kernels = tuple(2**(num_levels - b) for b in students)
+            branch_kernels = tuple(2**(num_levels - b) // branch_end_scale
+                                   for b in students)
         branch_kernels = tuple(int(k) for k in branch_kernels)
         if len(branch_kernels) != len(students):
             raise ValueError(
@@ -174,17 +188,18 @@ class MultiBranchClsHead(ClsHead):
         self._check_sizes(feats)
 
     def _check_sizes(self, feats: MFMOutput) -> None:
-        top = tuple(feats.teacher.shape[-2:])
+        top = tuple(self.branch_end_scale * t
+                    for t in feats.teacher.shape[-2:])
         for b, k, s in zip(self.students, self.branch_kernels,
                            feats.students):
             size = tuple(s.shape[-2:])
             if size != (k * top[0], k * top[1]):
                 fit = (size[0] // top[0], size[1] // top[1])
                 raise ValueError(
-                    f'Student {b}\'s map is {size} and the last stage is '
+                    f'Student {b}\'s map is {size} and the students end at '
                     f'{top}, so its branch kernel must be {fit[0]}, but it is '
                     f'{k}; set branch_kernels so that kernel x last-stage '
-                    'size = student size.')
+                    'size x branch_end_scale = student size.')
 
     def pre_logits(self, feats: MFMOutput) -> torch.Tensor:
         """The teacher's pooled last-stage feature, ``(N, in_channels)``."""
