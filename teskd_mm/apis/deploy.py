@@ -8,7 +8,7 @@ import torch
 from mmengine.config import Config, ConfigDict
 
 # The heads whose teacher is ``backbone -> global pool -> fc``.
-MULTI_BRANCH_HEADS = ('MultiBranchClsHead', )
+MULTI_BRANCH_HEADS = ('MultiBranchClsHead', 'DTSKDHead')
 
 
 class DeployError(ValueError):
