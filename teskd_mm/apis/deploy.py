@@ -15,6 +15,12 @@ class DeployError(ValueError):
     """A config or checkpoint that cannot be deployed; nothing was written."""
 
 
+# Only these types of this package stand in for a stock parent; a model
+# (e.g. the CIFAR VGG, which renumbers VGG's stages) is a component of its
+# own and keeps its name.
+STAND_IN_REGISTRIES = ('DATASETS', 'METRICS', 'TRANSFORMS', 'HOOKS')
+
+
 def _stock_type(name: str) -> str:
     """The stock mmpretrain type a type of this package stands in for."""
     from mmpretrain import registry
@@ -22,6 +28,8 @@ def _stock_type(name: str) -> str:
         cls = getattr(registry, reg_name).get(name)
         if cls is None or not cls.__module__.startswith('teskd_mm'):
             continue
+        if reg_name not in STAND_IN_REGISTRIES:
+            return name
         for base in cls.__mro__[1:]:
             if base.__module__.startswith('mmpretrain') and \
                     getattr(registry, reg_name).get(base.__name__) is base:
@@ -43,6 +51,20 @@ def _to_stock(node: Any) -> Any:
     if isinstance(node, (list, tuple)):
         return type(node)(_to_stock(v) for v in node)
     return node
+
+
+def _names_package_model(node: Any) -> bool:
+    """Whether a config names a model type of this package."""
+    from mmpretrain.registry import MODELS
+    if isinstance(node, dict):
+        name = node.get('type')
+        if isinstance(name, str) and getattr(
+                MODELS.get(name), '__module__', '').startswith('teskd_mm'):
+            return True
+        return any(_names_package_model(v) for v in node.values())
+    if isinstance(node, (list, tuple)):
+        return any(_names_package_model(v) for v in node)
+    return False
 
 
 def stock_model_cfg(model_cfg: dict) -> dict:
@@ -180,6 +202,10 @@ def deploy(config: str,
     if 'data_preprocessor' in cfg:
         model_cfg.setdefault('data_preprocessor',
                              _to_stock(cfg.data_preprocessor.to_dict()))
+    if _names_package_model(deployed):
+        # A backbone of this package (e.g. VGG_CIFAR) needs it imported.
+        deployed['custom_imports'] = dict(
+            imports=['teskd_mm'], allow_failed_imports=False)
 
     name = osp.splitext(osp.basename(config))[0]
     cfg_out = osp.join(out_dir, f'{name}_deploy.py')

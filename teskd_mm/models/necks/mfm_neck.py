@@ -154,6 +154,12 @@ class MFMNeck(BaseModule):
                 f'(in_channels={self.in_channels}) but got {got}; set the '
                 f'backbone\'s out_indices={tuple(range(self.num_levels))} '
                 '(all stages, shallow to deep).')
+        if any(x.dim() != 4 for x in inputs):
+            raise ValueError(
+                'MFMNeck takes (N, C, H, W) feature maps but the backbone '
+                f'gives shapes {[tuple(x.shape) for x in inputs]}; set the '
+                'backbone to return unpooled maps (for ConvNeXt: '
+                'gap_before_final_norm=False).')
         channels = tuple(x.shape[1] for x in inputs)
         if channels != self.in_channels:
             raise ValueError(

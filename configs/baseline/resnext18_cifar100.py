@@ -1,0 +1,4 @@
+# The plain CIFAR ResNeXt-18 on CIFAR-100 with TESKD's recipe (Table 1).
+_base_ = './resnet18_cifar100.py'
+
+model = dict(backbone=dict(type='ResNeXt_CIFAR', depth=18))

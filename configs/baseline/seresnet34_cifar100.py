@@ -1,0 +1,4 @@
+# The plain CIFAR SE-ResNet-34 on CIFAR-100 with TESKD's recipe (Table 1).
+_base_ = './resnet18_cifar100.py'
+
+model = dict(backbone=dict(type='SEResNet_CIFAR', depth=34))
