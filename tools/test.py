@@ -6,11 +6,13 @@
 import argparse
 import os
 import os.path as osp
+import sys
 
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
-from teskd_mm.utils import init_cpu_distributed, prepare_cfg, setup_runtime
+from teskd_mm.utils import (ConfigCheckError, check_config,
+                            init_cpu_distributed, prepare_cfg, setup_runtime)
 
 
 def parse_args():
@@ -40,8 +42,6 @@ def parse_args():
 def main():
     args = parse_args()
     setup_runtime()
-    if not osp.isfile(args.checkpoint):
-        raise FileNotFoundError(f'Checkpoint {args.checkpoint} does not exist.')
     cfg = Config.fromfile(args.config)
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
@@ -53,6 +53,11 @@ def main():
     cfg.load_from = args.checkpoint
     init_cpu_distributed(args.launcher)
     cfg = prepare_cfg(cfg, args.launcher)
+    try:
+        # Before the Runner: a refused config leaves no work dir behind.
+        check_config(cfg, 'test', distributed=args.launcher != 'none')
+    except ConfigCheckError as e:
+        sys.exit(f'test.py: error: {e}')
     runner = Runner.from_cfg(cfg)
     metrics = runner.test()
     if args.out and runner.rank == 0:

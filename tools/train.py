@@ -6,11 +6,13 @@
 import argparse
 import os
 import os.path as osp
+import sys
 
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
-from teskd_mm.utils import init_cpu_distributed, prepare_cfg, setup_runtime
+from teskd_mm.utils import (ConfigCheckError, check_config,
+                            init_cpu_distributed, prepare_cfg, setup_runtime)
 
 
 def parse_args():
@@ -26,6 +28,11 @@ def parse_args():
         'the work dir when no path is given')
     parser.add_argument(
         '--amp', action='store_true', help='automatic mixed precision')
+    parser.add_argument(
+        '--skip-nonfinite',
+        action='store_true',
+        help='skip training steps whose loss is NaN or infinite (counted '
+        'in the log) instead of stopping')
     parser.add_argument(
         '--no-validate',
         action='store_true',
@@ -75,17 +82,34 @@ def merge_args(cfg: Config, args) -> Config:
         cfg.auto_scale_lr.enable = True
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
+    if args.skip_nonfinite:
+        hooks = [
+            h for h in cfg.get('custom_hooks', [])
+            if h.get('type') != 'NonFiniteLossHook'
+        ]
+        cfg.custom_hooks = hooks + [
+            dict(type='NonFiniteLossHook', action='skip')
+        ]
     return cfg
 
 
 def main():
     args = parse_args()
     setup_runtime()
+    from teskd_mm.hooks import NonFiniteLossError
     cfg = merge_args(Config.fromfile(args.config), args)
     init_cpu_distributed(args.launcher)
     cfg = prepare_cfg(cfg, args.launcher)
+    try:
+        # Before the Runner: a refused config leaves no work dir behind.
+        check_config(cfg, 'train', distributed=args.launcher != 'none')
+    except ConfigCheckError as e:
+        sys.exit(f'train.py: error: {e}')
     runner = Runner.from_cfg(cfg)
-    runner.train()
+    try:
+        runner.train()
+    except NonFiniteLossError as e:
+        sys.exit(f'train.py: error: {e}')
 
 
 if __name__ == '__main__':

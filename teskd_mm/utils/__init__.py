@@ -1,3 +1,12 @@
-from .runtime import init_cpu_distributed, prepare_cfg, setup_runtime
+from .preflight import (ConfigCheckError, check_config, checkpoint_problem,
+                        resolve_resume)
+from .runtime import (atomic_save_checkpoint, atomic_write,
+                      init_cpu_distributed, prepare_cfg, setup_runtime,
+                      use_atomic_checkpoint_writes)
 
-__all__ = ['init_cpu_distributed', 'prepare_cfg', 'setup_runtime']
+__all__ = [
+    'ConfigCheckError', 'atomic_save_checkpoint', 'atomic_write',
+    'check_config', 'checkpoint_problem', 'init_cpu_distributed',
+    'prepare_cfg', 'resolve_resume', 'setup_runtime',
+    'use_atomic_checkpoint_writes'
+]
