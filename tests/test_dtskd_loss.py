@@ -176,11 +176,19 @@ def test_clear_errors():
                        r'give one weight per student.*3'):
         DTSKDLoss(student_weights=(1.0, 1.0))(outs, labels,
                                               sample_idx=torch.arange(5))
+    other = DTSKDLoss().eval()
+    other.memory.write(torch.arange(5), torch.full((5, 4, 9), 1 / 9))
+    runner_epoch(1)
+    with pytest.raises(ValueError, match=r'holds \(4, 9\).*has \(4, 7\)'):
+        other(outs, labels, sample_idx=torch.arange(5))
     with pytest.raises(ValueError, match=r"decay='exp' is not one of"):
         DTSKDLoss(decay='exp')
     with pytest.raises(ValueError, match=r'cos_max=1.5 must lie in \[0, 1\]'):
         DTSKDLoss(cos_max=1.5)
     MessageHub.get_instance(f'test_dtskd_loss_{next(_hubs)}')  # no epoch
+    loss = DTSKDLoss().train()
+    # Without history a_t does not matter: a first step needs no epoch.
+    loss(outs, labels, sample_idx=torch.arange(5))
     with pytest.raises(RuntimeError, match=r"found epoch=None.*"
                        r"update_info\('epoch', e\)"):
-        DTSKDLoss()(outs, labels, sample_idx=torch.arange(5))
+        loss(outs, labels, sample_idx=torch.arange(5))

@@ -40,7 +40,8 @@ def test_exact_parameter_counts(dtskd_model):
         [33_792, 66_560, 132_096]
     assert all(n_params(neck.upsamples[k]) == 263_168 for k in '123')
     assert all(n_params(neck.fuses[k]) == 525_312 for k in '123')
-    assert all(n_params(b) == 51_300 for b in dtskd_model.head.branches.values())
+    branches = dtskd_model.head.branches.values()
+    assert all(n_params(b) == 51_300 for b in branches)
 
 
 def test_fusion_on_pooled_vectors_in_mfm_order():

@@ -50,4 +50,5 @@ param_scheduler = dict(milestones=[150, 225])
 train_cfg = dict(max_epochs=300)
 
 default_hooks = dict(
-    checkpoint=dict(save_best='accuracy/top1', rule='greater', max_keep_ckpts=3))
+    checkpoint=dict(
+        save_best='accuracy/top1', rule='greater', max_keep_ckpts=3))

@@ -74,7 +74,8 @@ class DTSKDLoss(nn.Module):
     sample when it last saw it (the previous epoch), ``y`` itself before the
     first write, and ``a_t`` follows :func:`historical_alpha` over the
     Runner's epoch, read from mmengine's ``MessageHub`` (set before every
-    training epoch). In training mode every call writes the batch's
+    training epoch; needed once a sample of the batch has history). In
+    training mode every call writes the batch's
     predictions into the memory, after reading the old ones; see
     :class:`PredictionMemory` for its cost and checkpointing.
 
@@ -150,12 +151,19 @@ class DTSKDLoss(nn.Module):
         self.kl_eps = kl_eps
         self.memory = PredictionMemory(num_samples, memory_dtype)
 
-    def current_alpha(self) -> float:
-        """``a_t`` at the epoch the Runner is in."""
+    def current_alpha(self, required: bool = True) -> Optional[float]:
+        """``a_t`` at the epoch the Runner is in.
+
+        Args:
+            required (bool): Raise when no epoch is recorded; otherwise
+                return None. Defaults to True.
+        """
         hub = MessageHub.get_current_instance()
         epoch = hub.get_info('epoch')
         num_epochs = self.num_epochs or hub.get_info('max_epochs')
         if epoch is None or num_epochs is None:
+            if not required:
+                return None
             raise RuntimeError(
                 'DTSKDLoss reads the training epoch (and, without '
                 'num_epochs, max_epochs) from mmengine\'s MessageHub, where '
@@ -170,13 +178,22 @@ class DTSKDLoss(nn.Module):
         return alpha
 
     def historical_targets(self, onehot: torch.Tensor,
-                           sample_idx: torch.Tensor, alpha: float,
+                           sample_idx: torch.Tensor,
                            num_heads: int) -> torch.Tensor:
         """The historical target of every head, ``(N, num_heads, C)``."""
         memory, written = self.memory.read(sample_idx.to(onehot.device))
         target = onehot.unsqueeze(1).expand(-1, num_heads, -1)
+        # Without history the target is the label whatever a_t is, so a
+        # first step needs no epoch (e.g. a check run outside the Runner).
+        alpha = self.current_alpha(required=bool(written.any()))
         if not bool(written.any()):
             return target
+        if memory.shape[1:] != target.shape[1:]:
+            raise ValueError(
+                f'The prediction memory holds {tuple(memory.shape[1:])} '
+                '(heads, classes) per sample but the model has '
+                f'{tuple(target.shape[1:])}; it was loaded from a '
+                'checkpoint of another model.')
         mixed = alpha * target + (1 - alpha) * memory
         return torch.where(written[:, None, None], mixed, target)
 
@@ -221,8 +238,7 @@ class DTSKDLoss(nn.Module):
 
         losses = {}
         if self.hist_weight:
-            hist = self.historical_targets(onehot, sample_idx,
-                                           self.current_alpha(), len(heads))
+            hist = self.historical_targets(onehot, sample_idx, len(heads))
             weights = (self.teacher_weight, ) + self.student_weights
             names = ('teacher', ) + tuple(
                 f'student{b}' for b in outs.student_ids)

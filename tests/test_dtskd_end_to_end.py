@@ -1,0 +1,149 @@
+"""DTSKD through tools/train.py, a resumed Runner and tools/deploy.py."""
+import json
+import os
+import os.path as osp
+import runpy
+import textwrap
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.runner import Runner
+
+from mmpretrain.registry import MODELS
+
+from teskd_mm.utils import setup_runtime
+
+from conftest import ROOT, run_tool
+
+MEMORY = 'head.loss_module.memory.'
+
+
+def write_config(path, data_root):
+    """Two epochs of two steps of the shipped DTSKD recipe on CIFAR-10."""
+    with open(path, 'w') as f:
+        f.write(textwrap.dedent(f"""
+            _base_ = ['{ROOT}/configs/dtskd/resnet18_cifar100.py']
+            model = dict(head=dict(num_classes=10,
+                                   loss=dict(num_samples=8)))
+            data_preprocessor = dict(num_classes=10)
+            _load = dict(type='LoadImageFromFile')
+            train_dataloader = dict(
+                batch_size=4, num_workers=0,
+                dataset=dict(
+                    _delete_=True, type='CustomDataset',
+                    data_root='{data_root}', data_prefix='train',
+                    indices=[0, 9, 18, 27, 36, 45, 54, 63],
+                    pipeline=[_load,
+                              dict(type='RandomCrop', crop_size=32,
+                                   padding=4),
+                              dict(type='RandomFlip', prob=0.5,
+                                   direction='horizontal'),
+                              dict(type='PackInputs')]))
+            val_dataloader = dict(
+                batch_size=4, num_workers=0,
+                dataset=dict(
+                    _delete_=True, type='CustomDataset',
+                    data_root='{data_root}', data_prefix='test',
+                    indices=[0, 5, 10, 15],
+                    pipeline=[_load, dict(type='PackInputs')]))
+            test_dataloader = val_dataloader
+            train_cfg = dict(max_epochs=2)
+            optim_wrapper = dict(optimizer=dict(lr=0.01))
+            default_hooks = dict(
+                logger=dict(interval=1),
+                checkpoint=dict(interval=1, save_best=None))
+            randomness = dict(seed=0)
+            """))
+    return path
+
+
+def memory_of(ckpt):
+    state = torch.load(ckpt, map_location='cpu', weights_only=False)
+    state = state['state_dict']
+    return state[MEMORY + 'predictions'], state[MEMORY + 'written']
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory, cifar10_mini):
+    tmp = tmp_path_factory.mktemp('dtskd_e2e')
+    cfg = write_config(str(tmp / 'dtskd_mini.py'), cifar10_mini)
+    work = str(tmp / 'work')
+    run_tool('tools/train.py', cfg, '--work-dir', work,
+             env=dict(OMP_NUM_THREADS='1'))
+    return cfg, work, tmp
+
+
+def test_training_fills_the_memory_and_decays_alpha(trained):
+    _, work, _ = trained
+    first = memory_of(osp.join(work, 'epoch_1.pth'))
+    second = memory_of(osp.join(work, 'epoch_2.pth'))
+    for predictions, written in (first, second):
+        # One row per training image, 4 heads, 10 classes, all written.
+        assert predictions.shape == (8, 4, 10) and written.all()
+        torch.testing.assert_close(predictions.sum(dim=2), torch.ones(8, 4))
+        assert predictions.max() < 0.99  # softmax outputs, not one-hot
+    # Epoch 2 overwrote every row with new predictions.
+    assert (first[0] - second[0]).abs().amax(dim=(1, 2)).min() > 0
+
+    scalars = [osp.join(r, f) for r, _, fs in os.walk(work) for f in fs
+               if f == 'scalars.json']
+    records = [json.loads(line) for line in open(scalars[0])]
+    alphas = {r['epoch']: r['hist_alpha'] for r in records
+              if 'hist_alpha' in r}
+    # 'cos' with E = max_epochs = 2: 0.9 at epoch 0, 0.45 at epoch 1.
+    assert alphas == pytest.approx({1: 0.9, 2: 0.45})
+    assert all('loss_hist_teacher' in r and 'loss_kd_student3' in r
+               for r in records if 'hist_alpha' in r)
+
+
+def test_resumed_runner_restores_the_memory_exactly(trained):
+    cfg, work, tmp = trained
+    setup_runtime()
+    ckpt = osp.join(work, 'epoch_1.pth')
+    saved = memory_of(ckpt)
+    config = Config.fromfile(cfg)
+    config.work_dir = str(tmp / 'resumed')
+    config.resume, config.load_from = True, ckpt
+    config.val_cfg = config.val_dataloader = config.val_evaluator = None
+    runner = Runner.from_cfg(config)
+    memory = runner.model.head.loss_module.memory
+    assert memory.num_rows == 0  # a fresh model has no history
+    runner.load_or_resume()
+    assert runner.epoch == 1
+    assert memory.predictions.dtype == saved[0].dtype
+    assert torch.equal(memory.predictions, saved[0])
+    assert torch.equal(memory.written, saved[1])
+
+    # Training on reads and rewrites that history.
+    runner.train()
+    assert runner.epoch == 2
+    assert (memory.predictions - saved[0]).abs().amax(dim=(1, 2)).min() > 0
+    assert torch.equal(memory.predictions,
+                       memory_of(osp.join(config.work_dir,
+                                          'epoch_2.pth'))[0])
+
+
+def test_deploy_tool_exports_the_teacher(trained):
+    cfg, work, tmp = trained
+    ckpt = osp.join(work, 'epoch_2.pth')
+    out_dir = str(tmp / 'deployed')
+    deploy_main = runpy.run_path(osp.join(ROOT, 'tools', 'deploy.py'))['main']
+    assert deploy_main([cfg, ckpt, out_dir]) == 0
+    dep_cfg = osp.join(out_dir, 'dtskd_mini_deploy.py')
+    dep_ckpt = osp.join(out_dir, 'dtskd_mini_teacher.pth')
+    text = open(dep_cfg).read()
+    assert 'DTSKD' not in text and 'teskd_mm' not in text
+
+    stock = MODELS.build(Config.fromfile(dep_cfg).model)
+    stock.load_state_dict(
+        torch.load(dep_ckpt, weights_only=True)['state_dict'], strict=True)
+    assert sum(p.numel() for p in stock.parameters()) == 11_168_832 + 5_130
+    model = MODELS.build(Config.fromfile(cfg).model)
+    model.load_state_dict(
+        torch.load(ckpt, weights_only=False)['state_dict'], strict=True)
+    x = torch.randn(3, 3, 32, 32)
+    stock.eval(), model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(stock(x, mode='tensor'),
+                                   model(x, mode='tensor'))
