@@ -12,6 +12,8 @@ from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
 from ..necks.mfm_neck import MFMOutput
+from ..utils import (can_patchify, conv1x1_rows, conv_module_tail,
+                     patchify_conv)
 
 
 class BranchOutputs(NamedTuple):
@@ -57,10 +59,25 @@ class StudentBranch(BaseModule):
             channels, channels, 1, bias=True, norm_cfg=norm_cfg)
         self.fc = nn.Linear(channels, num_classes)
 
+    def _fast(self, x: torch.Tensor) -> bool:
+        k = self.reduce.conv.kernel_size[0]
+        return (x.dim() == 4 and x.shape[-1] % k == 0
+                and x.shape[-2] % k == 0 and can_patchify(self.reduce)
+                and can_patchify(self.mix)
+                and self.mix.conv.kernel_size == (1, 1))
+
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Return the pooled feature and the logits of the student."""
-        feat = self.mix(self.reduce(x))
-        feat = F.adaptive_avg_pool2d(feat, 1).flatten(1)
+        if not self._fast(x):
+            feat = self.mix(self.reduce(x))
+            feat = F.adaptive_avg_pool2d(feat, 1).flatten(1)
+            return feat, self.fc(feat)
+        # The same layers on (N*h*w, C) pixel rows: the kernel == stride
+        # conv is a space-to-depth reshape and one matmul, the 1x1 conv a
+        # matmul, and BN takes its statistics over the same N*h*w pixels.
+        rows = conv_module_tail(self.reduce, patchify_conv(x, self.reduce.conv))
+        rows = conv_module_tail(self.mix, conv1x1_rows(rows, self.mix.conv))
+        feat = rows.reshape(x.shape[0], -1, rows.shape[-1]).mean(1)
         return feat, self.fc(feat)
 
 

@@ -1,0 +1,74 @@
+"""Exact rewrites of convolutions that the CPU kernels run slowly.
+
+They compute the same function as the modules whose parameters they use, up
+to floating-point rounding, so checkpoints are unchanged.
+"""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.modules.batchnorm import _BatchNorm
+
+
+def patchify_conv(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """Run a convolution whose kernel equals its stride as one matmul.
+
+    Non-overlapping ``k x k`` patches are a space-to-depth reshape of ``x``,
+    so the convolution is a single ``(N*h*w, C*k*k) @ (C*k*k, C_out)``
+    product, which BLAS runs at full speed where the convolution kernels for
+    large ``k`` do not.
+
+    Args:
+        x (Tensor): ``(N, C, k*h, k*w)``, any memory format.
+        conv (nn.Conv2d): The convolution, with ``kernel_size == stride``
+            (square), no padding, dilation 1 and one group.
+
+    Returns:
+        Tensor: ``(N*h*w, C_out)``, rows in ``(n, i, j)`` order.
+    """
+    k = conv.kernel_size[0]
+    n, c, height, width = x.shape
+    h, w = height // k, width // k
+    # (n, c, i, a, j, b) -> (n, i, j, c, a, b): one row per output pixel,
+    # laid out as the conv weight (c, a, b).
+    patches = x.reshape(n, c, h, k, w, k).permute(0, 2, 4, 1, 3, 5)
+    patches = patches.reshape(n * h * w, c * k * k)
+    return F.linear(patches, conv.weight.reshape(conv.out_channels, -1),
+                    conv.bias)
+
+
+def conv1x1_rows(rows: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """A 1x1 convolution on ``(M, C)`` pixel rows: one matmul."""
+    return F.linear(rows, conv.weight.flatten(1), conv.bias)
+
+
+def can_patchify(module: nn.Module) -> bool:
+    """Whether a ConvModule can run as :func:`patchify_conv` and
+    :func:`conv_module_tail`: a plain conv with kernel == stride, no
+    padding, dilation 1, one group, then a batch norm (or none), in mmcv's
+    default order."""
+    conv = getattr(module, 'conv', None)
+    if type(conv) is not nn.Conv2d:
+        return False
+    k = conv.kernel_size
+    return (k[0] == k[1] and tuple(conv.stride) == tuple(k)
+            and tuple(conv.padding) == (0, 0)
+            and tuple(conv.dilation) == (1, 1) and conv.groups == 1
+            and conv.padding_mode == 'zeros'
+            and not getattr(module, 'with_explicit_padding', False)
+            and tuple(module.order) == ('conv', 'norm', 'act')
+            and (not module.with_norm
+                 or isinstance(module.norm, _BatchNorm)))
+
+
+def conv_module_tail(module: nn.Module, rows: torch.Tensor) -> torch.Tensor:
+    """Apply a ConvModule's norm and activation to ``(M, C)`` pixel rows.
+
+    Batch norm over ``(N, C, h, w)`` takes its statistics over the
+    ``N*h*w`` pixels; viewing the rows as ``(M, C, 1, 1)`` gives it the same
+    pixels, so the module's own norm layer (BN, SyncBN, ...) runs as is.
+    """
+    if module.with_norm:
+        rows = module.norm(rows.reshape(*rows.shape, 1, 1)).flatten(1)
+    if module.with_activation:
+        rows = module.activate(rows)
+    return rows
