@@ -312,13 +312,21 @@ def _stage_outputs(model: nn.Module, size: Tuple[int, int],
     return tuple(outs) if isinstance(outs, (tuple, list)) else (outs, )
 
 
-def _fitting_sizes(model, neck, head, size, outs, in_channels) -> List[str]:
-    """Input sizes near ``size`` at which the neck and head fit."""
+def _fitting_sizes(model, neck, head, size, outs,
+                   in_channels) -> Tuple[int, List[str]]:
+    """The backbone's total stride, and input sizes near ``size`` that fit.
+
+    The stride is that of the first stage output times two per further
+    stage; the multiples of it on either side of ``size`` are tried through
+    the backbone, the neck and the head.
+    """
     first = outs[0].shape[-2:]
+    strides = [
+        max(1, round(size[axis] / first[axis])) * 2**(len(outs) - 1)
+        for axis in (0, 1)
+    ]
     fits = []
-    for axis in (0, 1):
-        stride = max(1, round(size[axis] / first[axis])) * \
-            2**(len(outs) - 1)
+    for axis, stride in enumerate(strides):
         low = max(stride, size[axis] // stride * stride)
         fits.append(sorted({low, low + stride}))
     good = []
@@ -332,7 +340,7 @@ def _fitting_sizes(model, neck, head, size, outs, in_channels) -> List[str]:
             good.append(f'{h}x{w}')
         except Exception:
             continue
-    return good
+    return max(strides), good
 
 
 def _check_multi_branch(cfg: Config, model: nn.Module,
@@ -375,6 +383,12 @@ def _check_multi_branch(cfg: Config, model: nn.Module,
             f'(out_indices={out_indices}) but MFMNeck takes {L}, one per '
             f'stage, shallow to deep (in_channels={neck.in_channels}); set '
             f'model.backbone.out_indices={fit}.{more}')
+    if any(o.dim() != 4 for o in outs):
+        raise ConfigCheckError(
+            'MFMNeck takes (N, C, H, W) maps but the backbone gives shapes '
+            f'{[tuple(o.shape) for o in outs]}; configure the backbone to '
+            'return unpooled stage maps (for ConvNeXt: '
+            'gap_before_final_norm=False).')
     channels = tuple(int(o.shape[1]) for o in outs)
     if channels != tuple(neck.in_channels):
         raise ConfigCheckError(
@@ -408,20 +422,29 @@ def _check_multi_branch(cfg: Config, model: nn.Module,
             with torch.no_grad():
                 fused = neck(outs)
         except ValueError as e:
-            fits = _fitting_sizes(model, neck, head, size, outs, in_channels)
+            stride, fits = _fitting_sizes(model, neck, head, size, outs,
+                                          in_channels)
+            fits = ', '.join(fits) or 'none near this one'
+            if type(neck)._check_sizes is MFMNeck._check_sizes:
+                # The neck's own hint assumes a total stride of 32.
+                raise ConfigCheckError(
+                    f'{where}, but MFMNeck needs every stage at twice the '
+                    'size of the next one. Use an input size that is a '
+                    f'multiple of {stride}, the backbone\'s total stride: '
+                    f'sizes that fit are {fits}.') from e
             raise ConfigCheckError(
-                f'{where}: {e} Input sizes that fit: '
-                f'{", ".join(fits) or "none near this one"}.') from e
+                f'{where}: {e} Input sizes that fit: {fits}.') from e
         if head is None:
             continue
         try:
             head._check_sizes(fused)
         except ValueError as e:
-            top = fused.teacher.shape[-1]
-            fit = tuple(s.shape[-1] // top for s in fused.students)
-            exact = all(s.shape[-1] == k * top and s.shape[-2] == k *
-                        fused.teacher.shape[-2]
-                        for s, k in zip(fused.students, fit))
+            scale = getattr(head, 'branch_end_scale', 1)
+            end = [scale * t for t in fused.teacher.shape[-2:]]
+            fit = tuple(s.shape[-1] // end[1] for s in fused.students)
+            exact = all(
+                tuple(s.shape[-2:]) == (k * end[0], k * end[1])
+                for s, k in zip(fused.students, fit))
             hint = (f' Set model.head.branch_kernels={fit}, or leave it '
                     'unset for the default.') if exact else ''
             raise ConfigCheckError(f'{where}: {e}{hint}') from e
