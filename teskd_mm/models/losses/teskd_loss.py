@@ -4,6 +4,7 @@ from typing import Dict
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from mmengine.dist import get_world_size
 
 from mmpretrain.registry import MODELS
 
@@ -53,7 +54,10 @@ class TESKDLoss(nn.Module):
     part of "student helping teacher". Each term comes out as its own
     weighted entry: ``loss_ce_teacher``, ``loss_ce_student{b}``,
     ``loss_kd_student{b}``, ``loss_fea_student{b}``; their sum is ``L``.
-    A term whose weight is 0 is not computed.
+    A term whose weight is 0 is not computed. Under DistributedDataParallel
+    the feature terms are multiplied by the number of processes, so that
+    training on N processes follows the gradient of the single-process loss
+    on the same global batch (the other terms are batch means already).
 
     Args:
         ce_weight (float): Weight ``alpha_1`` of the cross-entropy terms.
@@ -113,6 +117,10 @@ class TESKDLoss(nn.Module):
                 losses[f'loss_kd_student{b}'] = self.kd_weight * kd_kl_div(
                     logits, kd_teacher, self.temperature, self.kl_eps)
             if self.fea_weight:
+                # A sum over the batch: under DDP, which averages gradients
+                # over the processes, scale by their number so that the
+                # gradient is that of the sum over the global batch.
                 losses[f'loss_fea_student{b}'] = \
-                    self.fea_weight * (feat - teacher_feat).pow(2).sum()
+                    self.fea_weight * get_world_size() * \
+                    (feat - teacher_feat).pow(2).sum()
         return losses
