@@ -262,6 +262,15 @@ class MultiBranchClsHead(ClsHead):
             branch.
         """
         outs = self.forward_all(feats)
+        width, teacher_width = (outs.student_feats[0].shape[1],
+                                outs.teacher_feat.shape[1])
+        if getattr(self.loss_module, 'fea_weight', 0) and \
+                width != teacher_width:
+            raise ValueError(
+                'The feature loss compares each student\'s pooled feature '
+                f'({width} channels, the head\'s branch_channels) with the '
+                f'teacher\'s ({teacher_width}); set branch_channels='
+                f'{teacher_width}, or the loss\'s fea_weight=0.')
         if 'gt_score' in data_samples[0]:
             target = torch.stack([i.gt_score for i in data_samples])
         else:
