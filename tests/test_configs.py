@@ -8,6 +8,7 @@ import os.path as osp
 import mmengine.config.utils as config_utils
 import pytest
 import torch
+from mmengine.analysis import get_model_complexity_info
 from mmengine.config import Config
 from mmengine.fileio import load
 from mmengine.logging import MessageHub
@@ -33,7 +34,8 @@ ABLATIONS = {
     'fpn-style-add': dict(neck=dict(fusion='add')),
     'unet-style-concat': dict(neck=dict(fusion='concat')),
     'no-distillation': dict(head=dict(loss=dict(kd_weight=0., fea_weight=0.))),
-    'student3-only': dict(neck=dict(students=(3, )), head=dict(students=(3, ))),
+    'student3-only': dict(
+        neck=dict(students=(3, )), head=dict(students=(3, ))),
     'students2-3': dict(
         neck=dict(students=(2, 3)), head=dict(students=(2, 3))),
     'no-feature-loss': dict(head=dict(loss=dict(fea_weight=0.))),
@@ -297,3 +299,18 @@ def test_model_index_lists_every_teskd_and_baseline_config():
 def test_metafile_gives_the_deployed_size(entry):
     assert entry['Metadata']['Parameters'] == deployed_params(entry['Config'])
     assert entry['In Collection'] in ('TESKD', 'Baseline')
+
+
+def test_metafile_flops_are_those_of_the_deployed_teacher():
+    entries = {m['Name']: m for m in load(METAFILE)['Models']}
+    entry = entries['teskd_vgg16_cifar100']
+    model = MODELS.build(stock_model_cfg(load_cfg(entry['Config']).model))
+    model.eval()
+    info = get_model_complexity_info(
+        model, input_shape=(3, 32, 32), show_table=False, show_arch=False)
+    assert entry['Metadata']['FLOPs'] == info['flops']
+    # Each teacher costs what its baseline costs.
+    for name, m in entries.items():
+        twin = entries.get(name.replace('teskd_', 'baseline_', 1))
+        if name.startswith('teskd_') and twin:
+            assert m['Metadata'] == twin['Metadata'], name

@@ -2,4 +2,5 @@
 _base_ = './resnet18_cifar100.py'
 
 model = dict(
-    backbone=dict(_delete_=True, type='VGG_CIFAR', depth=16, out_indices=(3, )))
+    backbone=dict(
+        _delete_=True, type='VGG_CIFAR', depth=16, out_indices=(3, )))
