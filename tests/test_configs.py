@@ -3,6 +3,7 @@ claim; the teachers have their baselines' size; the metafile is true."""
 import copy
 import functools
 import glob
+import itertools
 import os.path as osp
 
 import mmengine.config.utils as config_utils
@@ -127,10 +128,14 @@ def expected_loss_keys(head: dict) -> set:
     return keys
 
 
+_hubs = itertools.count()
+
+
 def train_one_step(cfg: Config, steps: int = 1) -> tuple:
     """Build the model and take ``steps`` SGD steps on random images, as the
     Runner would (epoch 0 in the message hub)."""
-    hub = MessageHub.get_current_instance()
+    # A fresh hub of its own, which becomes the current one.
+    hub = MessageHub.get_instance(f'test_configs_{next(_hubs)}')
     hub.update_info('epoch', 0)
     hub.update_info('iter', 0)
     hub.update_info('max_epochs', cfg.train_cfg.get('max_epochs', 1))
