@@ -18,13 +18,10 @@ from mmengine.runner.checkpoint import save_checkpoint
 from mmpretrain.registry import MODELS
 
 from teskd_mm.apis import DeployError, deploy
-from teskd_mm.utils import (ConfigCheckError, check_config, prepare_cfg,
-                            setup_runtime)
+from teskd_mm.utils import ConfigCheckError, check_config, prepare_cfg
 
-from conftest import run_tool
-from tiny_teskd import write_tiny_config
-
-setup_runtime()
+import teskd_mm  # noqa: F401  (registers the components)
+from tiny_teskd import tool_in_process, write_tiny_config
 
 
 @pytest.fixture(scope='module')
@@ -261,12 +258,21 @@ def test_deploy_refuses_truncated_mmengine_checkpoint(tiny, tiny_ckpt,
 # -- through the tools: refused before the Runner, nothing written ----------
 def test_train_tool_refuses_before_writing_anything(tiny, tmp_path):
     work = str(tmp_path / 'work')
-    proc = run_tool(
-        'tools/train.py', tiny, '--work-dir', work, '--cfg-options',
-        'model.backbone.out_indices=[3]', check=False,
-        env={'OMP_NUM_THREADS': '1'})
-    assert proc.returncode != 0
-    assert 'train.py: error: The backbone gives 1 stage output(s)' in \
-        proc.stderr
-    assert 'set model.backbone.out_indices=(0, 1, 2, 3)' in proc.stderr
+    with pytest.raises(SystemExit) as info:
+        tool_in_process('train.py', tiny, '--work-dir', work,
+                        '--cfg-options', 'model.backbone.out_indices=[3]')
+    message = str(info.value.code)
+    assert message.startswith(
+        'train.py: error: The backbone gives 1 stage output(s)')
+    assert 'set model.backbone.out_indices=(0, 1, 2, 3)' in message
+    assert not osp.exists(work)
+
+
+def test_test_tool_refuses_a_truncated_checkpoint(tiny, tiny_ckpt, tmp_path):
+    bad = truncated_copy(tiny_ckpt, str(tmp_path / 'epoch_9.pth'))
+    work = str(tmp_path / 'work')
+    with pytest.raises(SystemExit) as info:
+        tool_in_process('test.py', tiny, bad, '--work-dir', work)
+    assert re.match(r'test.py: error: The checkpoint \S+epoch_9.pth is '
+                    'truncated', str(info.value.code))
     assert not osp.exists(work)

@@ -65,3 +65,27 @@ def write_tiny_config(path: str, data_root: str, extra: str = '') -> str:
             f.write(f"_base_ = ['{osp.abspath(base)}']\n")
             f.write(textwrap.dedent(extra))
     return path
+
+
+def tool_in_process(tool: str, *args: str) -> None:
+    """Run ``tools/<tool>`` in this process, on one thread.
+
+    The tool's own ``main``, as a fresh process would run it, where the
+    imports are paid already; the environment and thread count are put
+    back afterwards.
+    """
+    import os
+    import runpy
+    import sys
+
+    import torch
+    argv, env, threads = sys.argv, dict(os.environ), torch.get_num_threads()
+    sys.argv = [f'tools/{tool}', *args]
+    torch.set_num_threads(1)
+    try:
+        runpy.run_path(osp.join(ROOT, 'tools', tool), run_name='__main__')
+    finally:
+        sys.argv = argv
+        os.environ.clear()
+        os.environ.update(env)
+        torch.set_num_threads(threads)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Usage: tools/dist_train.sh CONFIG GPUS [train.py options]
 # On a machine without GPUs, GPUS processes train on the CPU over gloo.
+# PYTHON names the interpreter (default: python on PATH); PORT the master port.
 set -euo pipefail
 CONFIG=$1
 GPUS=$2
@@ -8,7 +9,7 @@ NNODES=${NNODES:-1}
 NODE_RANK=${NODE_RANK:-0}
 PORT=${PORT:-29500}
 MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
-exec python -m torch.distributed.run \
+exec "${PYTHON:-python}" -m torch.distributed.run \
     --nnodes="$NNODES" --node_rank="$NODE_RANK" --master_addr="$MASTER_ADDR" \
     --nproc_per_node="$GPUS" --master_port="$PORT" \
     "$(dirname "$0")/train.py" "$CONFIG" --launcher pytorch "${@:3}"

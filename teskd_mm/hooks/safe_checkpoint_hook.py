@@ -1,5 +1,7 @@
 """A CheckpointHook whose files a killed run can always resume from."""
+import os
 import os.path as osp
+import re
 
 from mmengine.dist import is_main_process
 from mmengine.hooks import CheckpointHook
@@ -7,6 +9,9 @@ from mmengine.hooks import CheckpointHook
 from mmpretrain.registry import HOOKS
 
 from ..utils.runtime import atomic_write, use_atomic_checkpoint_writes
+
+# What atomic_write leaves behind when its process is killed mid-write.
+PARTIAL = re.compile(r'^\..+\.\d+\.tmp$')
 
 
 @HOOKS.register_module()
@@ -28,6 +33,12 @@ class SafeCheckpointHook(CheckpointHook):
         # Also when the Runner is built without the tools' setup_runtime.
         use_atomic_checkpoint_writes()
         super().before_train(runner)
+        if is_main_process() and osp.isdir(self.out_dir):
+            for name in os.listdir(self.out_dir):
+                if PARTIAL.match(name):
+                    runner.logger.info('Removing the partial write '
+                                       f'{name} of a killed run.')
+                    os.remove(osp.join(self.out_dir, name))
 
     def _save_checkpoint_with_step(self, runner, step, meta) -> None:
         stale = []
