@@ -231,7 +231,7 @@ def test_runner_trains_both_and_plots(cifar10_mini, tmp_path):
     rows = open(osp.join(out, 'curves', 'summary.md')).read()
     for head in ('teacher', 'student1', 'student2', 'student3', 'ensemble'):
         assert f'| teskd_resnet18_cifar10jpg | {head} | 1 |' in rows
-    assert '| baseline_resnet18_cifar10jpg | teacher | 1 |' in rows
+    assert '| baseline_resnet18_cifar10jpg | model | 1 |' in rows
     assert '| baseline_resnet18_cifar10jpg | student1' not in rows
     for png in ('curves.png', 'summary.png'):
         assert osp.getsize(osp.join(out, 'curves', png)) > 2000

@@ -98,7 +98,7 @@ def test_table_and_pngs(two_runs, tmp_path):
         ('TESKD', 'student2'): (3, 38.0, 38.0, 3),
         ('TESKD', 'student3'): (3, 42.0, 42.0, 3),
         ('TESKD', 'ensemble'): (3, 44.0, 46.0, 2),
-        ('Baseline', 'teacher'): (3, 40.5, 40.5, 3),
+        ('Baseline', 'model'): (3, 40.5, 40.5, 3),
     }
     # Heads in display order, runs in the order given.
     heads = [k for k in rows]
@@ -171,5 +171,5 @@ def test_bad_inputs_are_named(two_runs, tmp_path):
     with open(osp.join(out, 'summary.md')) as f:
         assert f.read() == 'my notes\n'
     assert main([base, '--out-dir', out, '--force']) == 0
-    assert ('baseline_run', 'teacher') in read_rows(
+    assert ('baseline_run', 'model') in read_rows(
         osp.join(out, 'summary.md'))

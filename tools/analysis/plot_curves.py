@@ -9,13 +9,14 @@ read in time order, so a run continued with ``--resume`` reads as one run; an
 epoch that was evaluated twice keeps its later value.
 
 The curves are those that :class:`MultiBranchAccuracy` (or mmpretrain's
-``Accuracy``) logs: ``accuracy/top1`` is the teacher (the deployed model),
-``accuracy/student{b}_top1`` the student at level ``b`` and
-``accuracy/ensemble_top1`` the mean of all heads, when they are there.
+``Accuracy``) logs: ``accuracy/top1`` is the teacher (the deployed model;
+named ``model`` in a run without students), ``accuracy/student{b}_top1`` the
+student at level ``b`` and ``accuracy/ensemble_top1`` the mean of all heads,
+when they are there.
 
 Written to ``--out-dir``:
     curves.png   one panel per run with all its heads, and one panel with
-                 the teacher of every run when there are several runs
+                 the deployed model of every run when there are several
     summary.md   final and best top-1 of every head of every run
     summary.png  the same table as an image
 """
@@ -91,7 +92,7 @@ def head_name(key: str) -> Optional[str]:
 
 def head_order(name: str) -> Tuple[int, int]:
     """Sort heads as teacher, student1, student2, ..., ensemble."""
-    if name == 'teacher':
+    if name in ('teacher', 'model'):
         return (0, 0)
     if name == 'ensemble':
         return (2, 0)
@@ -135,6 +136,9 @@ def load_curves(run: str) -> Curves:
             f'{run} has no validation {TEACHER_KEY!r} per epoch (accuracy '
             f'keys found: {found or "none"}); the run must validate with '
             'Accuracy or MultiBranchAccuracy')
+    if len(curves) == 1:
+        # A plain model has no students: its top-1 is not a teacher's.
+        curves = {'model': curves['teacher']}
     return {k: curves[k] for k in sorted(curves, key=head_order)}
 
 
@@ -179,12 +183,14 @@ def plot_curves(all_curves: Dict[str, Curves], path: str, dpi: int) -> None:
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     panels = list(all_curves.items())
     if len(panels) > 1:
-        panels.append(('teacher of each run',
-                       {run: c['teacher']
-                        for run, c in all_curves.items()}))
+        panels.append(('deployed model of each run', {
+            run: c.get('teacher', c.get('model'))
+            for run, c in all_curves.items()
+        }))
     fig, axes = plt.subplots(
         1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False,
         sharey=True)
@@ -192,9 +198,11 @@ def plot_curves(all_curves: Dict[str, Curves], path: str, dpi: int) -> None:
         for label, points in curves.items():
             epochs = sorted(points)
             ax.plot(epochs, [points[e] for e in epochs], marker='.',
-                    linewidth=2 if label == 'teacher' else 1.2, label=label)
+                    linewidth=1.2 if label.startswith(('student', 'ens'))
+                    else 2, label=label)
         ax.set_title(title, fontsize=9)
         ax.set_xlabel('epoch')
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     axes[0][0].set_ylabel('val top-1 (%)')
@@ -214,7 +222,7 @@ def plot_table(summary: Dict[str, List[dict]], path: str, dpi: int) -> None:
     cells = [[run, r['head'], str(r['epochs']), f'{r["final"]:.2f}',
               f'{r["best"]:.2f}', str(r['best_epoch'])]
              for run, rows in summary.items() for r in rows]
-    width = max(6.0, 1.1 * len(header) + 0.09 * max(len(c[0]) for c in cells))
+    width = 0.8 * len(header) + 0.07 * max(len(c[0]) for c in cells)
     fig, ax = plt.subplots(figsize=(width, 0.3 * (len(cells) + 1) + 0.3))
     ax.axis('off')
     table = ax.table(cellText=cells, colLabels=header, loc='center')
