@@ -1,11 +1,12 @@
 """Turn a trained TESKD model into a stock mmpretrain classifier."""
 import copy
-import os
 import os.path as osp
 from typing import Any, Dict, Tuple
 
 import torch
 from mmengine.config import Config, ConfigDict
+
+from ..utils.runtime import atomic_write
 
 # The heads whose teacher is ``backbone -> global pool -> fc``.
 MULTI_BRANCH_HEADS = ('MultiBranchClsHead', 'DTSKDHead')
@@ -215,10 +216,13 @@ def deploy(config: str,
         raise DeployError(
             f'{existing} already exist; choose another OUT_DIR or pass '
             '--overwrite to replace them.')
-    os.makedirs(out_dir, exist_ok=True)
-    Config(ConfigDict(deployed)).dump(cfg_out)
+    text = Config(ConfigDict(deployed)).pretty_text
     meta = dict(source_config=osp.abspath(config),
                 source_checkpoint=osp.abspath(checkpoint))
-    # Plain tensors and strings only: loads with torch's weights_only=True.
-    torch.save(dict(state_dict=teacher, meta=meta), ckpt_out)
+    # Each file appears only once complete (a killed deploy leaves no
+    # truncated file); plain tensors and strings only, so that the
+    # checkpoint loads with torch's weights_only=True.
+    atomic_write(ckpt_out,
+                 lambda f: torch.save(dict(state_dict=teacher, meta=meta), f))
+    atomic_write(cfg_out, lambda f: f.write(text.encode('utf-8')))
     return cfg_out, ckpt_out
