@@ -93,6 +93,31 @@ def test_skip_option_skips_every_bad_step_and_counts_them(diverged):
             assert torch.equal(value, end['state_dict'][key]), key
 
 
+def test_non_finite_weights_are_never_saved(tmp_path, cifar10_mini):
+    """A finite loss can still give infinite weights (overflowing
+    gradients); the Runner must then refuse to write the checkpoint."""
+    from mmengine.config import Config
+    from mmengine.runner import Runner
+
+    from teskd_mm.hooks import NonFiniteLossError
+    from teskd_mm.utils import prepare_cfg
+    cfg = Config.fromfile(
+        write_tiny_config(str(tmp_path / 'tiny.py'), cifar10_mini))
+    cfg.work_dir = str(tmp_path / 'work')
+    runner = Runner.from_cfg(prepare_cfg(cfg))
+    save = dict(save_optimizer=False, save_param_scheduler=False)
+    runner.save_checkpoint(cfg.work_dir, 'epoch_1.pth', **save)
+    with torch.no_grad():
+        runner.model.neck.lateral_top.conv.weight[0, 0] = float('inf')
+    with pytest.raises(NonFiniteLossError,
+                       match=r'weights became non-finite .*\(1 tensors, '
+                       r"e.g. \['neck.lateral_top.conv.weight'\]\).*This "
+                       'checkpoint is not written'):
+        runner.save_checkpoint(cfg.work_dir, 'epoch_2.pth', **save)
+    assert sorted(f for f in os.listdir(cfg.work_dir) if '.pth' in f) == \
+        ['epoch_1.pth']
+
+
 def test_loss_names_split_into_term_and_branch():
     assert split_loss_name('loss_kd_student2') == ('kd', 'student2')
     assert split_loss_name('loss_ce_teacher') == ('ce', 'teacher')
