@@ -1,4 +1,5 @@
 """Stop (or skip) a training step whose loss is not finite."""
+import math
 from typing import Dict, List, Optional, Tuple
 
 import torch
@@ -155,8 +156,8 @@ class NonFiniteLossHook(Hook):
         parts = []
         for name in terms:
             value = values[names.index(name)].item()
-            shown = f'{value}' if not torch.isfinite(
-                torch.tensor(value)) else 'non-finite on another process'
+            shown = 'non-finite on another process' if math.isfinite(
+                value) else f'{value}'
             if name == 'loss':
                 parts.append(f'the total loss = {shown}')
             else:

@@ -11,7 +11,7 @@ from mmpretrain.registry import HOOKS
 from ..utils.runtime import atomic_write, use_atomic_checkpoint_writes
 
 # What atomic_write leaves behind when its process is killed mid-write.
-PARTIAL = re.compile(r'^\..+\.\d+\.tmp$')
+PARTIAL = re.compile(r'^\.(.+\.pth|last_checkpoint)\.\d+\.tmp$')
 
 
 @HOOKS.register_module()
