@@ -176,7 +176,13 @@ def _check_dataset(ds_cfg: dict, info: DataInfo, distributed: bool) -> None:
     lazy = copy.deepcopy(dict(ds_cfg))
     lazy['lazy_init'] = True
     try:
-        ds = DATASETS.build(lazy)
+        try:
+            ds = DATASETS.build(lazy)
+        except TypeError as e:
+            if 'lazy_init' not in str(e):
+                raise
+            # A data set type without lazy loading: build it in full.
+            ds = DATASETS.build(copy.deepcopy(dict(ds_cfg)))
     except Exception as e:
         raise ConfigCheckError(
             f'{info.where} cannot be built: {type(e).__name__}: '
