@@ -3,6 +3,7 @@
 Each data set is built lazily (no image read): its root and layout are
 checked, its class count and the input size its pipeline gives are noted.
 """
+import contextlib
 import copy
 import os
 import os.path as osp
@@ -146,10 +147,19 @@ def _check_cifar(ds, info: DataInfo, distributed: bool) -> None:
     root = osp.abspath(ds.data_prefix['root'])
     if getattr(ds, 'download', False) and not distributed:
         # Download as mmpretrain would, or fail with the data set's message.
+        created = []  # the folders a download would create, deepest first
+        folder = root
+        while not osp.exists(folder):
+            created.append(folder)
+            folder = osp.dirname(folder)
         try:
             ds.full_init()
             return
         except Exception as e:
+            # Leave no empty folder from the failed download behind.
+            with contextlib.suppress(OSError):
+                for folder in created:
+                    os.rmdir(folder)
             raise ConfigCheckError(f'{info.where}: {_clean(e)}') from e
     raise ConfigCheckError(
         f'{info.where}: no intact {ds.base_folder}/ under {root}. Put '
