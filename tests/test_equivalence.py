@@ -196,19 +196,23 @@ def test_branch_matches_strided_conv(k, size, dtype, tol):
     compare(fast, ref, [x], dtype, tol)
 
 
-def test_branch_channels_last_and_eval():
-    """A channels_last input, and eval mode with the running statistics."""
+@pytest.mark.parametrize('dtype,tol', PRECISIONS)
+@pytest.mark.parametrize('k', [8, 4, 2])
+def test_branch_channels_last_and_eval(k, dtype, tol):
+    """A channels_last input (patches gathered as (a, b, c)), and eval mode
+    with the running statistics."""
     torch.manual_seed(0)
-    fast = StudentBranch(16, 24, 10, 4, dict(type='BN'))
-    ref = RefBranch(16, 24, 10, 4)
+    fast = StudentBranch(16, 24, 10, k, dict(type='BN'))
+    ref = RefBranch(16, 24, 10, k)
     randomize_bn(fast)
     ref.load_state_dict(fast.state_dict(), strict=True)
-    x = torch.randn(3, 16, 8, 8).to(memory_format=torch.channels_last)
-    compare(fast, ref, [x], torch.float32, 1e-4)
+    x = torch.randn(3, 16, 2 * k, 2 * k).to(
+        dtype=dtype, memory_format=torch.channels_last)
+    compare(fast, ref, [x], dtype, tol)
     fast.eval(), ref.eval()
     with torch.no_grad():
         for a, b in zip(fast(x), ref(x)):
-            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+            torch.testing.assert_close(a, b, rtol=tol, atol=tol)
 
 
 @pytest.mark.parametrize('dtype,tol', PRECISIONS)

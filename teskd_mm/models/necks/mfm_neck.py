@@ -35,7 +35,9 @@ class Upsample(nn.Module):
     The 1x1 conv runs before the interpolation, on the 4x smaller map: both
     are linear, one across channels and the other across pixels with
     weights that sum to one, so they commute (bias included). The result is
-    the same up to rounding at a quarter of the conv's cost.
+    the same up to rounding at a quarter of the conv's cost. The output is
+    in the channels_last memory format, which the 1x1 convs of the fusion
+    run faster in on CPU.
 
     Args:
         channels (int): Input and output channels.
@@ -55,7 +57,9 @@ class Upsample(nn.Module):
         # A 1x1 conv and bilinear interpolation (weights summing to one)
         # commute, so the conv runs on the 4x smaller map. BN stays after
         # the interpolation: its batch statistics are those of the
-        # upsampled map.
+        # upsampled map. In channels_last the 1x1 convs are plain matmuls;
+        # the format carries on into the fusion and the student branches.
+        x = x.contiguous(memory_format=torch.channels_last)
         x = F.interpolate(
             conv.conv(x), scale_factor=2, mode='bilinear', align_corners=True)
         if conv.with_norm:

@@ -28,11 +28,21 @@ def patchify_conv(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     k = conv.kernel_size[0]
     n, c, height, width = x.shape
     h, w = height // k, width // k
-    # (n, c, i, a, j, b) -> (n, i, j, c, a, b): one row per output pixel,
-    # laid out as the conv weight (c, a, b).
-    patches = x.reshape(n, c, h, k, w, k).permute(0, 2, 4, 1, 3, 5)
+    if k > 1 and not x.is_contiguous() and \
+            x.is_contiguous(memory_format=torch.channels_last):
+        # Pixels (n, i, a, j, b) each hold c contiguous channels: gather
+        # patches as (a, b, c), whole k*c runs at a time, and lay the
+        # weight out to match.
+        patches = x.permute(0, 2, 3, 1).reshape(n, h, k, w, k, c)
+        patches = patches.permute(0, 1, 3, 2, 4, 5)
+        weight = conv.weight.permute(0, 2, 3, 1)
+    else:
+        # (n, c, i, a, j, b) -> (n, i, j, c, a, b): one row per output
+        # pixel, laid out as the conv weight (c, a, b).
+        patches = x.reshape(n, c, h, k, w, k).permute(0, 2, 4, 1, 3, 5)
+        weight = conv.weight
     patches = patches.reshape(n * h * w, c * k * k)
-    return F.linear(patches, conv.weight.reshape(conv.out_channels, -1),
+    return F.linear(patches, weight.reshape(conv.out_channels, -1),
                     conv.bias)
 
 
