@@ -189,6 +189,15 @@ def test_runner_rejects_bad_inputs(tmp_path):
     assert proc.returncode == 2
     assert f'no folder {tmp_path}/missing/train' in proc.stderr
     assert 'val/<class>/' in proc.stderr
+    proc = run_runner('cifar10jpg', str(tmp_path / 'out'),
+                      env={'N_TRAIN': '3O'})
+    assert proc.returncode == 2
+    assert "N_TRAIN='3O' is not a whole number (e.g. N_TRAIN=10)" in \
+        proc.stderr
+    proc = run_runner('cifar10jpg', str(tmp_path / 'out'),
+                      env={'EPOCHS': '0'})
+    assert 'EPOCHS=0 must be at least 1' in proc.stderr
+    assert not (tmp_path / 'out').exists()
 
 
 def test_runner_trains_both_and_plots(cifar10_mini, tmp_path):

@@ -17,6 +17,7 @@
 #   SEED        random seed shared by both runs (default 0)
 #   RESUME=1    resume both runs from the latest checkpoint in OUT_DIR
 #   EXTRA       more --cfg-options, e.g. "train_dataloader.num_workers=8"
+#   PYTHON      the interpreter (default: python)
 set -euo pipefail
 
 # The whole script is one function, read before it runs.
@@ -35,6 +36,18 @@ main() {
     *) echo "unknown recipe '$recipe': use cifar10jpg or imagenette" >&2
        exit 2 ;;
   esac
+  # Numbers: a typo would otherwise become an empty subset or a bad option.
+  for var in N_TRAIN N_TEST EPOCHS BATCH SEED; do
+    value=${!var:-}
+    if [ -n "$value" ] && ! [[ $value =~ ^[0-9]+$ ]]; then
+      echo "$var='$value' is not a whole number (e.g. $var=10)" >&2
+      exit 2
+    fi
+    if [ "$var" != SEED ] && [ "$value" = 0 ]; then
+      echo "$var=0 must be at least 1" >&2
+      exit 2
+    fi
+  done
   data=${DATA_ROOT:-$default_root}
   for split in train $test_split; do
     if [ ! -d "$data/$split" ]; then
