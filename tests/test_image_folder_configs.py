@@ -4,6 +4,7 @@ import json
 import os
 import os.path as osp
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -202,7 +203,7 @@ def test_runner_rejects_bad_inputs(tmp_path):
 
 def test_runner_trains_both_and_plots(cifar10_mini, tmp_path):
     """Two steps of each method on real CIFAR-10 JPEGs, then the curves."""
-    python = os.environ.get('PYTHON', __import__('sys').executable)
+    python = sys.executable
     out = str(tmp_path / 'exp')
     env = dict(DATA_ROOT=cifar10_mini, N_TRAIN='1', N_TEST='1', EPOCHS='1',
                MILESTONES='[1]', BATCH='5', SEED='3', PYTHON=python,
@@ -224,7 +225,6 @@ def test_runner_trains_both_and_plots(cifar10_mini, tmp_path):
         assert dumped.train_dataloader.batch_size == 5
         assert dumped.train_dataloader.dataset.data_root == \
             osp.join(out, 'data')
-        # --auto-scale-lr: 0.1 x 5 / 128.
         assert dumped.auto_scale_lr.enable is True
         scalars = [
             json.loads(line) for line in open(
@@ -235,6 +235,7 @@ def test_runner_trains_both_and_plots(cifar10_mini, tmp_path):
         ]
         train = [s for s in scalars if 'iter' in s]
         assert train[-1]['iter'] == 2  # 10 images, batch 5
+        # --auto-scale-lr: the config's 0.1 at batch 128, scaled to 5.
         assert train[-1]['lr'] == pytest.approx(0.1 * 5 / 128)
 
     rows = open(osp.join(out, 'curves', 'summary.md')).read()

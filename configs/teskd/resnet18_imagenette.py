@@ -63,4 +63,5 @@ param_scheduler = dict(milestones=[30, 60])
 train_cfg = dict(max_epochs=90)
 
 default_hooks = dict(
-    checkpoint=dict(save_best='accuracy/top1', rule='greater', max_keep_ckpts=3))
+    checkpoint=dict(
+        save_best='accuracy/top1', rule='greater', max_keep_ckpts=3))
