@@ -20,7 +20,7 @@ import torch
 from teskd_mm.utils import atomic_save_checkpoint, checkpoint_problem
 
 from conftest import ROOT
-from tiny_teskd import tool_in_process, write_tiny_config
+from tiny_teskd import write_tiny_config
 
 ENV = dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1')
 
@@ -71,8 +71,12 @@ def runs(tmp_path_factory, cifar10_mini):
 
     killer = threading.Thread(target=kill_in_second_epoch)
     killer.start()
-    # Meanwhile, the reference run here (its imports are paid already).
-    tool_in_process('train.py', cfg, '--work-dir', ref_work)
+    # Meanwhile, the reference run, in a process of its own like the resumed
+    # one, so no setting left behind by other tests in this process can
+    # change its arithmetic.
+    reference = start_training(cfg, ref_work)
+    assert reference.wait(timeout=600) == 0, \
+        open(ref_work + '.log').read()[-3000:]
     killer.join()
     victim.wait()
     assert reached == [True] and victim.returncode == -signal.SIGKILL
