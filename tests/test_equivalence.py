@@ -17,6 +17,7 @@ import teskd_mm  # noqa: F401
 from teskd_mm.models.heads.multi_branch_cls_head import (MultiBranchClsHead,
                                                          StudentBranch)
 from teskd_mm.models.necks.mfm_neck import MFMNeck, Upsample
+from teskd_mm.models.utils import is_pointwise, mixed_fuse
 
 
 def cbr(cin: int, cout: int, k: int = 1, bias: bool = False) -> nn.Module:
@@ -55,20 +56,51 @@ class RefBranch(nn.Module):
         return feat, self.fc(feat)
 
 
-class RefTESKD(nn.Module):
-    """The Mixed Fusion Module and the three students, as REFERENCE.md."""
+class RefNeck(nn.Module):
+    """The Mixed Fusion Module (and the other fusions of Table 4)."""
 
-    def __init__(self, in_channels, num_classes: int) -> None:
+    def __init__(self, in_channels, fusion: str = 'mixed') -> None:
         super().__init__()
         c = in_channels[-1]
+        self.fusion = fusion
         self.lateral_top = cbr(in_channels[-1], c)
-        self.laterals = nn.ModuleDict(
-            {str(b): cbr(in_channels[b - 1], c)
-             for b in (1, 2, 3)})
+        if fusion != 'none':
+            self.laterals = nn.ModuleDict(
+                {str(b): cbr(in_channels[b - 1], c)
+                 for b in (1, 2, 3)})
         self.upsamples = nn.ModuleDict(
             {str(b): RefUpsample(c)
              for b in (1, 2, 3)})
-        self.fuses = nn.ModuleDict({str(b): cbr(2 * c, c) for b in (1, 2, 3)})
+        if fusion in ('mixed', 'concat'):
+            self.fuses = nn.ModuleDict(
+                {str(b): cbr(2 * c, c)
+                 for b in (1, 2, 3)})
+
+    def forward(self, stages):
+        s = self.lateral_top(stages[-1])
+        fused = {}
+        for b in (3, 2, 1):
+            u = self.upsamples[str(b)](s)
+            if self.fusion == 'none':
+                s = u
+            else:
+                lat = self.laterals[str(b)](stages[b - 1])
+            if self.fusion == 'add':
+                s = u + lat
+            elif self.fusion == 'mixed':
+                s = self.fuses[str(b)](torch.cat([u + lat, u], dim=1))
+            elif self.fusion == 'concat':
+                s = self.fuses[str(b)](torch.cat([u, lat], dim=1))
+            fused[b] = s
+        return [fused[b] for b in (1, 2, 3)]
+
+
+class RefTESKD(RefNeck):
+    """The Mixed Fusion Module and the three students, as REFERENCE.md."""
+
+    def __init__(self, in_channels, num_classes: int) -> None:
+        super().__init__(in_channels)
+        c = in_channels[-1]
         self.fc = nn.Linear(c, num_classes)
         self.branches = nn.ModuleDict({
             str(b): RefBranch(c, c, num_classes, k)
@@ -76,13 +108,7 @@ class RefTESKD(nn.Module):
         })
 
     def forward(self, stages):
-        s = self.lateral_top(stages[-1])
-        fused = {}
-        for b in (3, 2, 1):
-            u = self.upsamples[str(b)](s)
-            lat = self.laterals[str(b)](stages[b - 1])
-            s = self.fuses[str(b)](torch.cat([u + lat, u], dim=1))
-            fused[b] = s
+        fused = dict(zip((1, 2, 3), super().forward(stages)))
         teacher_feat = stages[-1].mean(dim=(2, 3))
         outs = [self.fc(teacher_feat), teacher_feat]
         for b in (1, 2, 3):
@@ -177,7 +203,7 @@ def test_upsample_matches_interpolate_then_conv(dtype, tol):
     ref = RefUpsample(16)
     randomize_bn(fast)
     ref.load_state_dict(fast.state_dict(), strict=True)
-    assert fast._pointwise(fast.conv)  # the rewritten path runs
+    assert is_pointwise(fast.conv)  # the rewritten path runs
     compare(fast, ref, [torch.randn(3, 16, 4, 5)], dtype, tol)
 
 
@@ -230,6 +256,66 @@ def test_neck_and_head_match_reference(dtype, tol):
         for i, c in enumerate(in_channels)
     ]
     compare(StagesAsArgs(fast), StagesAsArgs(ref), stages, dtype, tol)
+
+
+@pytest.mark.parametrize('fusion', ['add', 'concat', 'none'])
+def test_other_fusions_match_reference(fusion):
+    torch.manual_seed(0)
+    in_channels = (8, 16, 24, 32)
+    fast = MFMNeck(in_channels, fusion=fusion)
+    randomize_bn(fast)
+    ref = RefNeck(in_channels, fusion)
+    ref.load_state_dict(fast.state_dict(), strict=True)
+    stages = [
+        torch.randn(2, c, 16 // 2**i, 16 // 2**i)
+        for i, c in enumerate(in_channels)
+    ]
+    compare(StagesAsArgs(_Students(fast)), StagesAsArgs(ref), stages,
+            torch.float64, 1e-10)
+
+
+class _Students(nn.Module):
+    """MFMNeck returning its student maps as a list, as RefNeck does."""
+
+    def __init__(self, neck: MFMNeck) -> None:
+        super().__init__()
+        self.neck = neck
+
+    def forward(self, stages):
+        return list(self.neck(stages).students)
+
+
+@pytest.mark.parametrize('dtype,tol', PRECISIONS)
+@pytest.mark.parametrize('bias', [False, True])
+def test_mixed_fuse_is_the_concat_conv(bias, dtype, tol):
+    """W_a lat + (W_a + W_b) u == conv over cat([u + lat, u])."""
+    from mmcv.cnn import ConvModule
+    torch.manual_seed(0)
+    fast = ConvModule(32, 16, 1, bias=bias, norm_cfg=dict(type='BN'))
+    ref = cbr(32, 16, bias=bias)
+    randomize_bn(fast)
+    ref.load_state_dict(fast.state_dict(), strict=True)
+    u, lat = torch.randn(3, 16, 5, 4), torch.randn(3, 16, 5, 4)
+
+    class Fast(nn.Module):
+
+        def __init__(self):
+            super().__init__()
+            self.fuse = fast
+
+        def forward(self, u, lat):
+            return mixed_fuse(self.fuse, u, lat)
+
+    class Ref(nn.Module):
+
+        def __init__(self):
+            super().__init__()
+            self.fuse = ref
+
+        def forward(self, u, lat):
+            return self.fuse(torch.cat([u + lat, u], dim=1))
+
+    compare(Fast(), Ref(), [u, lat], dtype, tol)
 
 
 def test_state_dict_layout_unchanged():

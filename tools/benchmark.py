@@ -103,6 +103,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error(f'--warmup must be 0 or more, got {args.warmup}')
     if args.threads is not None and args.threads < 1:
         parser.error(f'--threads must be at least 1, got {args.threads}')
+    if args.data_loading and not osp.exists(args.data_root):
+        parser.error(f'--data-root {args.data_root} does not exist; give '
+                     'the path of cifar10-jpg.tar.gz (see '
+                     '../shared/data/README.md) or of a folder with '
+                     'train/<class>/*.jpg')
     if args.deployed_teacher and not args.baseline:
         parser.error('--deployed-teacher compares with the baseline; give '
                      '--baseline CONFIG too')

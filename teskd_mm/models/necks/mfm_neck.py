@@ -9,6 +9,8 @@ from mmengine.model import BaseModule
 
 from mmpretrain.registry import MODELS
 
+from ..utils.fast_conv import is_pointwise, mixed_fuse
+
 FUSION_MODES = ('mixed', 'add', 'concat', 'none')
 
 
@@ -50,7 +52,7 @@ class Upsample(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         conv = self.conv
-        if not self._pointwise(conv):
+        if not is_pointwise(conv):
             x = F.interpolate(
                 x, scale_factor=2, mode='bilinear', align_corners=True)
             return conv(x)
@@ -67,15 +69,6 @@ class Upsample(nn.Module):
         if conv.with_activation:
             x = conv.activate(x)
         return x
-
-    @staticmethod
-    def _pointwise(module: nn.Module) -> bool:
-        """Whether ``module`` is a ConvModule with a plain 1x1 conv."""
-        conv = getattr(module, 'conv', None)
-        return (type(conv) is nn.Conv2d and conv.kernel_size == (1, 1)
-                and conv.stride == (1, 1) and conv.padding == (0, 0)
-                and not getattr(module, 'with_explicit_padding', False)
-                and tuple(module.order) == ('conv', 'norm', 'act'))
 
 
 @MODELS.register_module()
@@ -228,14 +221,18 @@ class MFMNeck(BaseModule):
             key = str(b)
             u = self.upsamples[key](s)
             if self.fusion == 'none':
-                s = u
-            elif self.fusion == 'add':
-                s = u + self.laterals[key](inputs[b - 1])
+                fused[b] = s = u
+                continue
+            # u is channels_last (see Upsample); the lateral follows suit,
+            # so that the sums and 1x1 convs below see one memory format.
+            lat = self.laterals[key](
+                inputs[b - 1].contiguous(memory_format=torch.channels_last))
+            if self.fusion == 'add':
+                s = u + lat
             elif self.fusion == 'mixed':
-                lat = self.laterals[key](inputs[b - 1])
-                s = self.fuses[key](torch.cat([u + lat, u], dim=1))
+                # = fuse(cat([u + lat, u])), without building the concat.
+                s = mixed_fuse(self.fuses[key], u, lat)
             else:  # concat
-                lat = self.laterals[key](inputs[b - 1])
                 s = self.fuses[key](torch.cat([u, lat], dim=1))
             fused[b] = s
         return MFMOutput(

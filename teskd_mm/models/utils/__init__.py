@@ -1,8 +1,8 @@
 from .fast_conv import (can_patchify, conv1x1_rows, conv_module_tail,
-                        patchify_conv)
+                        is_pointwise, mixed_fuse, patchify_conv)
 from .prediction_memory import PredictionMemory
 
 __all__ = [
     'PredictionMemory', 'can_patchify', 'conv1x1_rows', 'conv_module_tail',
-    'patchify_conv'
+    'is_pointwise', 'mixed_fuse', 'patchify_conv'
 ]

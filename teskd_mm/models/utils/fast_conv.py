@@ -51,6 +51,44 @@ def conv1x1_rows(rows: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     return F.linear(rows, conv.weight.flatten(1), conv.bias)
 
 
+def is_pointwise(module: nn.Module) -> bool:
+    """Whether ``module`` is a ConvModule (conv, norm, act) whose conv is a
+    plain 1x1 convolution."""
+    conv = getattr(module, 'conv', None)
+    return (type(conv) is nn.Conv2d and conv.kernel_size == (1, 1)
+            and conv.stride == (1, 1) and conv.padding == (0, 0)
+            and conv.groups == 1
+            and not getattr(module, 'with_explicit_padding', False)
+            and tuple(getattr(module, 'order', ())) == ('conv', 'norm', 'act'))
+
+
+def mixed_fuse(fuse: nn.Module, u: torch.Tensor,
+               lat: torch.Tensor) -> torch.Tensor:
+    """``fuse(cat([u + lat, u]))`` without the sum and the concatenation.
+
+    With the 1x1 conv's weight split as ``[W_a | W_b]`` over the two halves,
+    ``W_a (u + lat) + W_b u = W_a lat + (W_a + W_b) u``: two convs of half
+    the input width, the same multiply-adds, and no ``2C``-channel map to
+    write and read back (forward and backward).
+
+    Args:
+        fuse (nn.Module): A ConvModule over ``2C`` channels; anything else
+            runs as written above.
+        u (Tensor): The upsampled map, ``(N, C, H, W)``.
+        lat (Tensor): The lateral map, ``(N, C, H, W)``.
+    """
+    if not is_pointwise(fuse) or fuse.conv.in_channels != 2 * u.shape[1]:
+        return fuse(torch.cat([u + lat, u], dim=1))
+    conv = fuse.conv
+    w_a, w_b = conv.weight.split(u.shape[1], dim=1)
+    x = F.conv2d(lat, w_a, conv.bias).add_(F.conv2d(u, w_a + w_b))
+    if fuse.with_norm:
+        x = fuse.norm(x)
+    if fuse.with_activation:
+        x = fuse.activate(x)
+    return x
+
+
 def can_patchify(module: nn.Module) -> bool:
     """Whether a ConvModule can run as :func:`patchify_conv` and
     :func:`conv_module_tail`: a plain conv with kernel == stride, no
