@@ -296,13 +296,18 @@ def module_types(model) -> List[str]:
             for m in model.modules()]
 
 
-def time_inference(models: Dict[str, object], batch, iters: int, warmup: int,
-                   sync: Callable) -> Dict[str, float]:
+def time_inference(models: Dict[str, object], batch, iters: int,
+                   warmup: int, sync: Callable, device,
+                   amp: Optional[str]) -> Dict[str, float]:
     """Median inference time of each model, interleaved."""
+    import contextlib
+
     import torch
     times = {name: [] for name in models}
     names = list(models)
-    with torch.inference_mode():
+    autocast = torch.autocast(device.type, getattr(torch, AMP_DTYPES[amp])) \
+        if amp else contextlib.nullcontext()
+    with torch.inference_mode(), autocast:
         for i in range(warmup + iters):
             for name in (names if i % 2 == 0 else names[::-1]):
                 model = models[name]
@@ -326,7 +331,7 @@ def deployed_teacher(cfg, base_cfg, args, device, sync) -> Dict:
     batch = make_batch(args.batch_size, input_size_of(cfg, args.input_size),
                        num_classes_of(cfg), seed=1)
     med = time_inference(dict(teacher=teacher, baseline=base), batch,
-                         args.iters, args.warmup, sync)
+                         args.iters, args.warmup, sync, device, args.amp)
     return dict(
         same_module_types=same,
         same_parameter_shapes=shapes_same,

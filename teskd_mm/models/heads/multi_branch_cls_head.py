@@ -37,7 +37,10 @@ class StudentBranch(BaseModule):
     """One student: strided conv-BN-ReLU, 1x1 conv-BN-ReLU, pool, Linear.
 
     The first convolution has ``kernel_size == stride == kernel`` and brings
-    the student map down to the teacher's last-stage size.
+    the student map down to the teacher's last-stage size. In training and
+    inference both convolutions run as matrix products over pixel rows
+    (space-to-depth for the strided one): the same function, up to rounding,
+    without the slow large-kernel CPU convolution.
 
     Args:
         in_channels (int): Channels of the student map ``S_b``.
@@ -75,7 +78,8 @@ class StudentBranch(BaseModule):
         # The same layers on (N*h*w, C) pixel rows: the kernel == stride
         # conv is a space-to-depth reshape and one matmul, the 1x1 conv a
         # matmul, and BN takes its statistics over the same N*h*w pixels.
-        rows = conv_module_tail(self.reduce, patchify_conv(x, self.reduce.conv))
+        rows = patchify_conv(x, self.reduce.conv)
+        rows = conv_module_tail(self.reduce, rows)
         rows = conv_module_tail(self.mix, conv1x1_rows(rows, self.mix.conv))
         feat = rows.reshape(x.shape[0], -1, rows.shape[-1]).mean(1)
         return feat, self.fc(feat)

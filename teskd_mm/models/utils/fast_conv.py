@@ -1,7 +1,8 @@
-"""Exact rewrites of convolutions that the CPU kernels run slowly.
+"""Exact rewrites of TESKD's convolutions that run faster.
 
-They compute the same function as the modules whose parameters they use, up
-to floating-point rounding, so checkpoints are unchanged.
+Each computes the same function as the modules whose parameters it uses, up
+to floating-point rounding, and falls back to running the modules as they
+are where the rewrite does not apply; checkpoints are unchanged.
 """
 import torch
 import torch.nn as nn
