@@ -79,6 +79,15 @@ def test_bad_arguments_are_explained(argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
+def test_existing_results_are_not_overwritten(tmp_path, capsys):
+    out = tmp_path / 'result.json'
+    out.write_text('{}')
+    with pytest.raises(SystemExit):
+        load_tool().parse_args([TESKD, '--out', str(out)])
+    assert f'--out {out} already exists' in capsys.readouterr().err
+    assert out.read_text() == '{}'
+
+
 @pytest.mark.parametrize('argv,message', [
     (['--amp', 'bf16'], 'runs on GPUs only; drop --amp or use --device cuda'),
     (['--device', 'cuda'], 'torch sees no CUDA GPU here; use --device cpu'),

@@ -108,6 +108,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                      'the path of cifar10-jpg.tar.gz (see '
                      '../shared/data/README.md) or of a folder with '
                      'train/<class>/*.jpg')
+    if args.out and osp.exists(args.out):
+        parser.error(f'--out {args.out} already exists; name a new file '
+                     '(results are never written over)')
     if args.deployed_teacher and not args.baseline:
         parser.error('--deployed-teacher compares with the baseline; give '
                      '--baseline CONFIG too')
