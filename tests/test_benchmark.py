@@ -54,6 +54,51 @@ def test_benchmark_runs_both_models(cifar10_mini, tmp_path):
     assert 'data loading with 2 workers' in proc.stdout
 
 
+def test_ablation_variants_compute_the_same_losses():
+    """Every --ablation variant is the same network, only run differently."""
+    import copy
+
+    import torch
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+
+    from mmpretrain.registry import MODELS
+    tool = load_tool()
+    init_default_scope('mmpretrain')
+    cfg = Config.fromfile(osp.join(ROOT, TESKD))
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    batch = tool.make_batch(4, 32, 100, seed=0)
+    data = model.data_preprocessor(batch, True)
+
+    def losses(m):
+        with torch.no_grad():
+            return m(data['inputs'], data['data_samples'], mode='loss')
+
+    ref = losses(copy.deepcopy(model))
+    for name, variant in tool.ABLATION:
+        m = copy.deepcopy(model)
+        tool.apply_variant(m, variant)
+        out = losses(m)
+        assert out.keys() == ref.keys()
+        for k in ref:
+            torch.testing.assert_close(out[k], ref[k], rtol=1e-4, atol=1e-5,
+                                       msg=f'{name}: {k}')
+
+
+def test_ablation_needs_a_teskd_model():
+    from mmengine.config import Config
+
+    from mmpretrain.registry import MODELS
+    tool = load_tool()
+    cfg = Config.fromfile(osp.join(ROOT, BASELINE))
+    model = MODELS.build(cfg.model)
+    with pytest.raises(SystemExit, match=r"the config has no \['branch', "
+                       r"'neck', 'upsample'\]"):
+        tool.apply_variant(model, tool.ABLATION[0][1])
+
+
 def test_extracts_cifar_jpeg_subset(tmp_path):
     if not osp.isfile(CIFAR10_TAR):
         pytest.skip(f'{CIFAR10_TAR} is not available')
@@ -70,6 +115,7 @@ def test_extracts_cifar_jpeg_subset(tmp_path):
     (['--warmup', '-1'], '--warmup must be 0 or more, got -1'),
     (['--threads', '0'], '--threads must be at least 1, got 0'),
     (['--deployed-teacher'], 'give --baseline CONFIG too'),
+    (['--ablation'], '--ablation compares with the baseline'),
     (['--data-loading', '--data-root', '/nonexistent/cifar'],
      '--data-root /nonexistent/cifar does not exist'),
 ])

@@ -3,8 +3,8 @@
     python tools/benchmark.py CONFIG [--baseline CONFIG] [--batch-size 64]
         [--iters 20] [--warmup 3] [--threads 2] [--device cpu|cuda]
         [--amp bf16|fp16] [--channels-last] [--compile]
-        [--deployed-teacher] [--data-loading [--data-root PATH]]
-        [--out RESULT.json]
+        [--ablation] [--deployed-teacher]
+        [--data-loading [--data-root PATH]] [--out RESULT.json]
 
 Both models are built from their configs in one process. A training step is
 what the Runner runs each iteration, ``model.train_step(data, optim_wrapper)``:
@@ -14,6 +14,10 @@ config's ``optim_wrapper``. The steps of the two models alternate (A B, B A,
 median step time of each, their ratio, images per second and the peak memory
 of one step are printed. Inputs are random images of the config's crop size,
 as the data loader would hand them over (a list of uint8 tensors).
+
+``--ablation`` adds the same TESKD model with its speed rewrites switched on
+one at a time, starting from a plain transcription of the method, to the
+interleaved rounds.
 
 ``--deployed-teacher`` also times inference of the teacher exactly as
 ``tools/deploy.py`` exports it (a stock ``ImageClassifier``) against the
@@ -26,6 +30,7 @@ data sets hold theirs (the config's transforms as they are), and once read
 from the files (``LoadImageFromFile`` in front, a ``CustomDataset``).
 """
 import argparse
+import contextlib
 import copy
 import ctypes
 import gc
@@ -40,7 +45,12 @@ import sys
 import tarfile
 import tempfile
 import time
+import types
 from typing import Callable, Dict, List, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEFAULT_DATA = osp.join(ROOT, '..', 'shared', 'data', 'cifar10-jpg.tar.gz')
@@ -77,6 +87,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         help='square input size (default: the crop size of the config\'s '
         'training pipeline)')
     parser.add_argument(
+        '--ablation', action='store_true',
+        help='also time CONFIG with its speed rewrites switched on one by '
+        'one, from a plain transcription of the method (TESKD models)')
+    parser.add_argument(
         '--deployed-teacher', action='store_true',
         help='also time inference of the deployed teacher of CONFIG '
         'against the baseline')
@@ -111,9 +125,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.out and osp.exists(args.out):
         parser.error(f'--out {args.out} already exists; name a new file '
                      '(results are never written over)')
-    if args.deployed_teacher and not args.baseline:
-        parser.error('--deployed-teacher compares with the baseline; give '
-                     '--baseline CONFIG too')
+    for flag in ('deployed_teacher', 'ablation'):
+        if getattr(args, flag) and not args.baseline:
+            parser.error(f'--{flag.replace("_", "-")} compares with the '
+                         'baseline; give --baseline CONFIG too')
     return args
 
 
@@ -205,7 +220,6 @@ def num_classes_of(cfg) -> int:
 
 
 def build_model(model_cfg: dict, device, channels_last: bool):
-    import torch
     from mmpretrain.registry import MODELS
     model = MODELS.build(copy.deepcopy(model_cfg))
     model.init_weights()
@@ -228,7 +242,6 @@ def build_optim_wrapper(model, cfg, amp: Optional[str]):
 
 def make_batch(batch_size: int, size: int, num_classes: int, seed: int):
     """Random images and labels as the data loader hands them over."""
-    import torch
     from mmpretrain.structures import DataSample
     gen = torch.Generator().manual_seed(seed)
     inputs = [
@@ -243,10 +256,13 @@ def make_batch(batch_size: int, size: int, num_classes: int, seed: int):
 class Trainee:
     """One model, its optimizer wrapper, a batch and its timings."""
 
-    def __init__(self, name: str, cfg, args, device) -> None:
+    def __init__(self, name: str, cfg, args, device,
+                 variant: Optional[dict] = None) -> None:
         self.name = name
         self.cfg = cfg
         self.model = build_model(cfg.model, device, args.channels_last)
+        if variant is not None:
+            apply_variant(self.model, variant)
         self.model.train()
         self.optim_wrapper = build_optim_wrapper(self.model, cfg, args.amp)
         self.batch = make_batch(args.batch_size,
@@ -266,6 +282,78 @@ class Trainee:
         return time.perf_counter() - start
 
 
+# --------------------------------------------------------------- ablation
+# The TESKD modules as a plain transcription of the method; --ablation
+# swaps them in, per model instance, to show what each rewrite buys.
+def _upsample_interpolate_first(self, x):
+    x = F.interpolate(x, scale_factor=2, mode='bilinear', align_corners=True)
+    return self.conv(x)
+
+
+def _upsample_conv_first(self, x):
+    """The 1x1 conv before the interpolation, in the input's format."""
+    c = self.conv
+    x = F.interpolate(
+        c.conv(x), scale_factor=2, mode='bilinear', align_corners=True)
+    return c.activate(c.norm(x))
+
+
+def _branch_convs(self, x):
+    feat = F.adaptive_avg_pool2d(self.mix(self.reduce(x)), 1).flatten(1)
+    return feat, self.fc(feat)
+
+
+def _neck_concat(self, inputs):
+    """Mixed fusion with the concatenation, in the backbone's format."""
+    from teskd_mm.models.necks.mfm_neck import MFMOutput
+    s, fused = self.lateral_top(inputs[-1]), {}
+    for b in reversed(self.levels):
+        u = self.upsamples[str(b)](s)
+        lat = self.laterals[str(b)](inputs[b - 1])
+        s = fused[b] = self.fuses[str(b)](torch.cat([u + lat, u], dim=1))
+    return MFMOutput(inputs[-1], tuple(fused[b] for b in self.students),
+                     self.students)
+
+
+ABLATION = (
+    ('straightforward',
+     dict(upsample=_upsample_interpolate_first, branch=_branch_convs,
+          neck=_neck_concat)),
+    ('+upsample conv first',
+     dict(upsample=_upsample_conv_first, branch=_branch_convs,
+          neck=_neck_concat)),
+    ('+patchify branches',
+     dict(upsample=_upsample_conv_first, neck=_neck_concat)),
+    ('+channels_last upsample', dict(neck=_neck_concat)),
+    # 'model' itself: + channels_last laterals, fuse without the concat.
+    ('model, ReLU not in place', dict(relu_inplace=False)),
+)
+
+
+def apply_variant(model, variant: dict) -> None:
+    """Swap in the plain forwards that ``variant`` names."""
+    from teskd_mm.models.heads.multi_branch_cls_head import StudentBranch
+    from teskd_mm.models.necks.mfm_neck import MFMNeck, Upsample
+    targets = dict(upsample=Upsample, branch=StudentBranch, neck=MFMNeck)
+    found = set()
+    for m in model.modules():
+        for key, cls in targets.items():
+            if type(m) is cls and key in variant:
+                if key == 'neck' and m.fusion != 'mixed':
+                    raise SystemExit(
+                        'benchmark: error: --ablation needs the paper\'s '
+                        f'mixed fusion, but the neck has fusion={m.fusion!r}')
+                m.forward = types.MethodType(variant[key], m)
+                found.add(key)
+        if isinstance(m, nn.ReLU) and variant.get('relu_inplace') is False:
+            m.inplace = False
+    missing = set(variant) - found - {'relu_inplace'}
+    if missing:
+        raise SystemExit(
+            'benchmark: error: --ablation times TESKD models (MFMNeck, '
+            f'Upsample, StudentBranch); the config has no {sorted(missing)}')
+
+
 def interleave(runners: List, steps: int, record: bool,
                sync: Callable) -> None:
     """Alternate the runners' steps, reversing the order every round."""
@@ -279,7 +367,6 @@ def interleave(runners: List, steps: int, record: bool,
 
 def peak_memory(runner, device, sync: Callable) -> Dict:
     """Peak memory of one more (untimed) step of ``runner``."""
-    import torch
     if device.type == 'cuda':
         sync()
         torch.cuda.reset_peak_memory_stats(device)
@@ -303,9 +390,6 @@ def time_inference(models: Dict[str, object], batch, iters: int,
                    warmup: int, sync: Callable, device,
                    amp: Optional[str]) -> Dict[str, float]:
     """Median inference time of each model, interleaved."""
-    import contextlib
-
-    import torch
     times = {name: [] for name in models}
     names = list(models)
     autocast = torch.autocast(device.type, getattr(torch, AMP_DTYPES[amp])) \
@@ -462,7 +546,6 @@ def data_loading(cfg, args) -> Dict:
 
 # ------------------------------------------------------------------- main
 def environment(device) -> Dict:
-    import torch
     info = dict(
         torch=torch.__version__,
         device=str(device),
@@ -482,7 +565,6 @@ def environment(device) -> Dict:
 
 
 def check_device(args):
-    import torch
     try:
         device = torch.device(args.device)
     except RuntimeError:
@@ -521,15 +603,16 @@ def report(results: Dict) -> str:
     ]
     for name, r in results['models'].items():
         lines.append(
-            f'{name:>9}: median step {r["median_step_s"]:.4f} s '
+            f'{name:>24}: median step {r["median_step_s"]:.4f} s '
             f'(min {r["min_step_s"]:.4f}, max {r["max_step_s"]:.4f}), '
             f'{r["images_per_s"]:.1f} img/s, peak memory '
             f'{fmt_mib(r["peak_memory_bytes"])}, '
             f'{r["num_params"]:,} parameters')
-    if 'ratio' in results:
-        lines.append(f'step time ratio (model / baseline): '
-                     f'{results["ratio"]:.3f} (median of the per-round '
-                     f'ratios: {results["median_round_ratio"]:.3f})')
+    for name, r in results['models'].items():
+        if 'ratio' in r:
+            lines.append(f'step time ratio ({name} / baseline): '
+                         f'{r["ratio"]:.3f} (median of the per-round '
+                         f'ratios: {r["median_round_ratio"]:.3f})')
     dep = results.get('deployed_teacher')
     if dep:
         lines.append(
@@ -556,7 +639,6 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     from teskd_mm.utils import setup_runtime
     setup_runtime()
-    import torch
     from mmengine.logging import MMLogger
     from mmengine.registry import init_default_scope
     init_default_scope('mmpretrain')
@@ -574,6 +656,10 @@ def main(argv=None) -> int:
     base_cfg = load_config(args.baseline) if args.baseline else None
     torch.manual_seed(0)
     runners = [Trainee('model', cfg, args, device)]
+    if args.ablation:
+        for name, variant in ABLATION:
+            torch.manual_seed(0)
+            runners.append(Trainee(name, cfg, args, device, variant))
     if base_cfg is not None:
         runners.append(Trainee('baseline', base_cfg, args, device))
 
@@ -608,12 +694,16 @@ def main(argv=None) -> int:
             num_params=r.num_params,
             **peak_memory(r, device, sync))
     if base_cfg is not None:
-        model, base = runners[0].times, runners[1].times
-        results['ratio'] = results['models']['model']['median_step_s'] / \
-            results['models']['baseline']['median_step_s']
-        # Each round's two steps ran back to back, under the same load.
-        results['median_round_ratio'] = statistics.median(
-            m / b for m, b in zip(model, base))
+        base = runners[-1].times
+        for r in runners[:-1]:
+            res = results['models'][r.name]
+            res['ratio'] = res['median_step_s'] / statistics.median(base)
+            # Each round's steps ran back to back, under the same load.
+            res['median_round_ratio'] = statistics.median(
+                m / b for m, b in zip(r.times, base))
+        results['ratio'] = results['models']['model']['ratio']
+        results['median_round_ratio'] = \
+            results['models']['model']['median_round_ratio']
     del runners
     gc.collect()
     if args.deployed_teacher:
