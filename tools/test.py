@@ -12,7 +12,8 @@ from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
 from teskd_mm.utils import (ConfigCheckError, check_config,
-                            init_cpu_distributed, prepare_cfg, setup_runtime)
+                            close_distributed, init_cpu_distributed,
+                            prepare_cfg, setup_runtime)
 
 
 def parse_args():
@@ -63,6 +64,7 @@ def main():
     if args.out and runner.rank == 0:
         from mmengine.fileio import dump
         dump(metrics, args.out)
+    close_distributed()
     return metrics
 
 

@@ -12,7 +12,8 @@ from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
 from teskd_mm.utils import (ConfigCheckError, check_config,
-                            init_cpu_distributed, prepare_cfg, setup_runtime)
+                            close_distributed, init_cpu_distributed,
+                            prepare_cfg, setup_runtime)
 
 
 def parse_args():
@@ -110,6 +111,7 @@ def main():
         runner.train()
     except NonFiniteLossError as e:
         sys.exit(f'train.py: error: {e}')
+    close_distributed()
 
 
 if __name__ == '__main__':

@@ -119,6 +119,20 @@ def init_cpu_distributed(launcher: str) -> bool:
     return True
 
 
+def close_distributed() -> None:
+    """End the process group, once every process has finished.
+
+    Without this, the group's communication threads are still running when
+    the interpreter exits, and a process can abort there ("terminate called
+    without an active exception", SIGABRT) after its work is done, so the
+    launcher reports a failed run. The barrier keeps a fast process from
+    tearing down while another still writes checkpoints or logs.
+    """
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        torch_dist.barrier()
+        torch_dist.destroy_process_group()
+
+
 def _hook_type(hook) -> str:
     kind = hook.get('type') if isinstance(hook, dict) else type(hook)
     return kind if isinstance(kind, str) else getattr(kind, '__name__', '')
