@@ -21,7 +21,7 @@ from teskd_mm.apis import DeployError, deploy
 from teskd_mm.utils import ConfigCheckError, check_config, prepare_cfg
 
 import teskd_mm  # noqa: F401  (registers the components)
-from tiny_teskd import tool_in_process, write_tiny_config
+from conftest import tool_in_process, write_tiny_config
 
 
 @pytest.fixture(scope='module')
@@ -50,26 +50,37 @@ def test_tiny_config_passes(tiny):
 
 
 # -- the model against itself ---------------------------------------------
-@pytest.mark.parametrize('out_indices', [(3, ), (1, 2, 3), (0, 1, 3, 2)])
-def test_backbone_stages_not_four(tiny, out_indices):
+@pytest.mark.parametrize('out_indices,got', [((3, ), 1), ((1, 2, 3), 3)])
+def test_backbone_stages_not_four(tiny, out_indices, got):
     refused(
-        tiny,
-        re.escape(f'out_indices={out_indices}') + r'.*MFMNeck takes 4.*set '
-        r'model.backbone.out_indices=\(0, 1, 2, 3\)',
+        tiny, r'batch of 2 images of 32x32 .*: MFMNeck expects 4 backbone '
+        rf'stage outputs .* but got {got}; set the backbone\'s '
+        r'out_indices=\(0, 1, 2, 3\)',
         **{'model.backbone.out_indices': out_indices})
+
+
+def test_backbone_stages_out_of_order():
+    from teskd_mm.models.necks import MFMNeck
+    neck = MFMNeck((8, 16, 32, 64))
+    stages = [torch.zeros(1, c, s, s) for c, s in ((8, 32), (16, 16),
+                                                    (64, 4), (32, 8))]
+    with pytest.raises(ValueError, match=r'shallow to deep, but their sizes '
+                       r'\[\(32, 32\), \(16, 16\), \(4, 4\), \(8, 8\)\] grow'
+                       r".*out_indices in increasing order"):
+        neck(stages)
 
 
 def test_stage_channels_disagree_with_neck(tiny):
     refused(
-        tiny, r'stages have \(8, 16, 32, 64\) channels but MFMNeck '
-        r'in_channels=\(8, 16, 32, 32\); set model.neck.in_channels='
+        tiny, r'stages have channels \(8, 16, 32, 64\) but MFMNeck '
+        r"in_channels=\(8, 16, 32, 32\); set the neck's in_channels="
         r'\(8, 16, 32, 64\)', **{'model.neck.in_channels': (8, 16, 32, 32)})
 
 
 def test_last_stage_channels_disagree_with_head(tiny):
     refused(
         tiny, r'last stage has 64 channels but MultiBranchClsHead '
-        r'in_channels=512; set model.head.in_channels=64',
+        r"in_channels=512; set the head's in_channels=64",
         **{'model.head.in_channels': 512})
 
 
@@ -87,7 +98,7 @@ def test_unknown_student_index(tiny, students):
 
 def test_neck_and_head_students_disagree(tiny):
     refused(
-        tiny, r'neck feeds students=\(2, 3\) but the head has '
+        tiny, r'neck feeds students \(2, 3\) but the head has '
         r'students=\(1, 2, 3\); give both the same',
         **{'model.neck.students': (2, 3)})
 
@@ -95,9 +106,10 @@ def test_neck_and_head_students_disagree(tiny):
 # -- the model against the input size --------------------------------------
 def test_input_size_whose_stages_do_not_halve(tiny):
     message = refused(
-        tiny, r'input size 36x36 .* stages are 36x36, 18x18, 9x9, 5x5, but '
-        r'MFMNeck needs every stage at twice the size of the next one.*'
-        r'multiple of 8.*sizes that fit are 32x32, 40x40',
+        tiny, r'batch of 2 images of 36x36 .*: MFMNeck needs every stage at '
+        r'twice the size of the next one, but stage 3 is \(9, 9\) and stage '
+        r"4 is \(5, 5\).* The backbone's total stride is 8; input sizes "
+        r'that fit: 32x32, 40x40\.',
         **{'train_dataloader.dataset.pipeline.1.crop_size': 36})
     assert 'RandomCrop' not in message
 
@@ -105,7 +117,7 @@ def test_input_size_whose_stages_do_not_halve(tiny):
 def test_branch_kernels_that_miss_the_last_stage(tiny):
     refused(
         tiny, r"Student 1's map is \(32, 32\).*kernel must be 8, but it is "
-        r'4.*Set model.head.branch_kernels=\(8, 4, 2\)',
+        r"4; set the head's branch_kernels=\(8, 4, 2\)",
         **{'model.head.branch_kernels': (4, 4, 2)})
 
 
@@ -262,9 +274,8 @@ def test_train_tool_refuses_before_writing_anything(tiny, tmp_path):
         tool_in_process('train.py', tiny, '--work-dir', work,
                         '--cfg-options', 'model.backbone.out_indices=[3]')
     message = str(info.value.code)
-    assert message.startswith(
-        'train.py: error: The backbone gives 1 stage output(s)')
-    assert 'set model.backbone.out_indices=(0, 1, 2, 3)' in message
+    assert message.startswith('train.py: error: The model fails on a batch')
+    assert "set the backbone's out_indices=(0, 1, 2, 3)" in message
     assert not osp.exists(work)
 
 
@@ -276,3 +287,21 @@ def test_test_tool_refuses_a_truncated_checkpoint(tiny, tiny_ckpt, tmp_path):
     assert re.match(r'test.py: error: The checkpoint \S+epoch_9.pth is '
                     'truncated', str(info.value.code))
     assert not osp.exists(work)
+
+
+def test_deploy_refuses_a_teacher_that_is_not_the_trained_one(
+        tiny, tmp_path):
+    """ResNet returns its stages in order whatever the order of
+    out_indices, so (0, 1, 3, 2) trains the full network; the stock config
+    would take stage 2 as the last: another network, refused."""
+    cfg = Config.fromfile(tiny)
+    cfg.merge_from_dict({'model.backbone.out_indices': (0, 1, 3, 2)})
+    cfg_path = str(tmp_path / 'unordered.py')
+    cfg.dump(cfg_path)
+    path = str(tmp_path / 'epoch_1.pth')
+    torch.save(dict(state_dict=MODELS.build(cfg.model).state_dict()), path)
+    out = str(tmp_path / 'out')
+    with pytest.raises(DeployError, match=r"does not give the trained "
+                       r"teacher's logits .*out_indices=\(2,\)"):
+        deploy(cfg_path, path, out)
+    assert not osp.exists(out)

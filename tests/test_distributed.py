@@ -27,8 +27,7 @@ import sys
 import pytest
 import torch
 
-from conftest import ROOT
-from tiny_teskd import tool_in_process, write_tiny_config
+from conftest import ROOT, tool_in_process, write_tiny_config
 
 GROUP_NORM = """
 norm = dict(type='GN', num_groups=4)

@@ -3,7 +3,6 @@ import json
 import os
 import os.path as osp
 import runpy
-import textwrap
 
 import pytest
 import torch
@@ -14,48 +13,40 @@ from mmpretrain.registry import MODELS
 
 from teskd_mm.utils import setup_runtime
 
-from conftest import ROOT, run_tool
+from conftest import ROOT, run_tool, write_full_config
 
 MEMORY = 'head.loss_module.memory.'
 
 
 def write_config(path, data_root):
-    """Two epochs of two steps of the shipped DTSKD recipe on CIFAR-10."""
-    with open(path, 'w') as f:
-        f.write(textwrap.dedent(f"""
-            _base_ = ['{ROOT}/configs/dtskd/resnet18_cifar100.py']
-            model = dict(head=dict(num_classes=10,
-                                   loss=dict(num_samples=8)))
-            data_preprocessor = dict(num_classes=10)
-            _load = dict(type='LoadImageFromFile')
-            train_dataloader = dict(
-                batch_size=4, num_workers=0,
-                dataset=dict(
-                    _delete_=True, type='CustomDataset',
-                    data_root='{data_root}', data_prefix='train',
-                    indices=[0, 9, 18, 27, 36, 45, 54, 63],
-                    pipeline=[_load,
-                              dict(type='RandomCrop', crop_size=32,
-                                   padding=4),
-                              dict(type='RandomFlip', prob=0.5,
-                                   direction='horizontal'),
-                              dict(type='PackInputs')]))
-            val_dataloader = dict(
-                batch_size=4, num_workers=0,
-                dataset=dict(
-                    _delete_=True, type='CustomDataset',
-                    data_root='{data_root}', data_prefix='test',
-                    indices=[0, 5, 10, 15],
-                    pipeline=[_load, dict(type='PackInputs')]))
-            test_dataloader = val_dataloader
-            train_cfg = dict(max_epochs=2)
-            optim_wrapper = dict(optimizer=dict(lr=0.01))
-            default_hooks = dict(
-                logger=dict(interval=1),
-                checkpoint=dict(interval=1, save_best=None))
-            randomness = dict(seed=0)
-            """))
-    return path
+    """Two epochs of two steps of the shipped DTSKD recipe."""
+    return write_full_config(
+        path, data_root, 'dtskd/resnet18_cifar100.py', extra="""
+        model = dict(head=dict(num_classes=10, loss=dict(num_samples=8)))
+        data_preprocessor = dict(num_classes=10)
+        _load = dict(type='LoadImageFromFile')
+        train_dataloader = dict(
+            batch_size=4,
+            dataset=dict(
+                _delete_=True, type='CustomDataset',
+                data_root='{data_root}', data_prefix='train',
+                indices=[0, 9, 18, 27, 36, 45, 54, 63],
+                pipeline=[_load,
+                          dict(type='RandomCrop', crop_size=32, padding=4),
+                          dict(type='RandomFlip', prob=0.5,
+                               direction='horizontal'),
+                          dict(type='PackInputs')]))
+        val_dataloader = dict(
+            batch_size=4,
+            dataset=dict(
+                _delete_=True, type='CustomDataset',
+                data_root='{data_root}', data_prefix='test',
+                indices=[0, 5, 10, 15],
+                pipeline=[_load, dict(type='PackInputs')]))
+        test_dataloader = val_dataloader
+        train_cfg = dict(max_epochs=2)
+        default_hooks = dict(checkpoint=dict(interval=1, save_best=None))
+        """.replace('{data_root}', data_root))
 
 
 def memory_of(ckpt):

@@ -12,13 +12,9 @@ from teskd_mm.apis.deploy import stock_model_cfg
 from teskd_mm.models.heads import DTSKDHead
 from teskd_mm.models.necks import DTSKDNeck, MFMNeck
 
-from conftest import ROOT
+from conftest import ROOT, n_params
 
 DTSKD_CFG = f'{ROOT}/configs/dtskd/resnet18_cifar100.py'
-
-
-def n_params(module):
-    return sum(p.numel() for p in module.parameters())
 
 
 @pytest.fixture(scope='module')

@@ -7,6 +7,8 @@ from mmpretrain.registry import MODELS
 
 from teskd_mm.models.necks import MFMNeck, MFMOutput
 
+from conftest import n_params
+
 RESNET18_CHANNELS = (64, 128, 256, 512)
 
 
@@ -15,10 +17,6 @@ def stages(n=2, channels=RESNET18_CHANNELS, size=32, seed=0):
     return tuple(
         torch.randn(n, c, size // 2**i, size // 2**i, generator=g)
         for i, c in enumerate(channels))
-
-
-def n_params(module):
-    return sum(p.numel() for p in module.parameters())
 
 
 def test_registered_and_reference_sizes():
@@ -129,5 +127,5 @@ def test_input_size_that_does_not_halve_is_refused():
     x = list(stages(channels=(8, 16, 32, 64), size=32))
     x[3] = torch.randn(2, 64, 3, 3)  # e.g. a stage that rounded up
     with pytest.raises(ValueError, match=r'stage 3 is \(8, 8\) and stage 4 '
-                       r'is \(3, 3\).*multiple of 32'):
+                       r'is \(3, 3\).*multiple of its total stride'):
         neck(tuple(x))

@@ -9,14 +9,10 @@ from mmpretrain.structures import DataSample
 from teskd_mm.models.heads import BranchOutputs, MultiBranchClsHead
 from teskd_mm.models.necks import MFMNeck
 
-from conftest import ROOT
+from conftest import ROOT, n_params
 
 TESKD_CFG = f'{ROOT}/configs/teskd/resnet18_cifar100.py'
 BASELINE_CFG = f'{ROOT}/configs/baseline/resnet18_cifar100.py'
-
-
-def n_params(module):
-    return sum(p.numel() for p in module.parameters())
 
 
 @pytest.fixture(scope='module')
@@ -108,8 +104,8 @@ def test_head_refuses_mismatched_neck_and_kernels():
                        r'but it is 4'):
         head.loss(neck(x), samples(2, 10))
     with pytest.raises(ValueError, match='last stage has 64 channels but '
-                       'MultiBranchClsHead in_channels=32; set '
-                       'in_channels=64'):
+                       'MultiBranchClsHead in_channels=32; set the '
+                       "head's in_channels=64"):
         MultiBranchClsHead(10, 32, branch_in_channels=64,
                            students=(2, 3)).loss(neck(x), samples(2, 10))
     with pytest.raises(TypeError, match='takes the output of MFMNeck'):

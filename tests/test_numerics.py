@@ -12,7 +12,7 @@ from teskd_mm.models.heads.multi_branch_cls_head import BranchOutputs
 from teskd_mm.models.losses.teskd_loss import TESKDLoss, kd_kl_div
 from teskd_mm.utils import checkpoint_problem
 
-from tiny_teskd import tool_in_process, write_tiny_config
+from conftest import tool_in_process, write_tiny_config
 
 # Epoch 1 at lr 0.05; epoch 2 at 5e34, which sends the weights to inf
 # within two steps: a real divergence, deterministic under the seed.

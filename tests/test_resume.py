@@ -17,10 +17,11 @@ import time
 import pytest
 import torch
 
-from teskd_mm.utils import atomic_save_checkpoint, checkpoint_problem
+from mmengine.runner.checkpoint import save_checkpoint
 
-from conftest import ROOT
-from tiny_teskd import write_tiny_config
+from teskd_mm.utils import checkpoint_problem
+
+from conftest import ROOT, write_tiny_config
 
 ENV = dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1')
 
@@ -109,7 +110,7 @@ def test_killed_run_resumes_to_the_same_weights(runs):
     assert proc.wait(timeout=600) == 0, open(work + '.log').read()[-3000:]
     log = open(work + '.log').read()
     assert re.search(r'Resuming from \S*epoch_1\.pth, the newest intact '
-                     r'checkpoint \(\S*epoch_2\.pth is truncated', log)
+                     r'checkpoint, because \S*epoch_2\.pth is truncated', log)
     assert 'resumed epoch: 1, iter: 10' in log
     assert not osp.exists(osp.join(work, '.epoch_2.pth.12345.tmp'))
     # max_keep_ckpts=1: only the last epoch is left.
@@ -133,22 +134,23 @@ def test_killed_run_resumes_to_the_same_weights(runs):
                            res['state_dict']['head.fc.weight'])
 
 
-# The writer alone (torch only, no mmpretrain import), as the Runner uses it.
+# mmengine's checkpoint writer through the atomic backend, as
+# SafeCheckpointHook has the Runner use it.
 WRITER = textwrap.dedent("""
-    import importlib.util, sys
+    import sys
     import torch
-    spec = importlib.util.spec_from_file_location(
-        'runtime', sys.argv[2] + '/teskd_mm/utils/runtime.py')
-    runtime = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(runtime)
+    from mmengine.runner.checkpoint import save_checkpoint
+    import teskd_mm.utils.checkpoint  # registers the backend
     state = dict(state_dict=dict(w=torch.randn(2_000_000)), meta=dict())
     i = 0
     while True:
-        runtime.atomic_write(f'{sys.argv[1]}/iter_{i % 4}.pth',
-                             lambda f: torch.save(state, f))
+        save_checkpoint(state, f'{sys.argv[1]}/iter_{i % 4}.pth',
+                        backend_args=dict(backend='atomic_local'))
         i += 1
         print(i, flush=True)
     """)
+
+ATOMIC = dict(backend='atomic_local')
 
 
 def test_kill_during_checkpoint_writes_leaves_only_whole_files(tmp_path):
@@ -171,18 +173,20 @@ def test_kill_during_checkpoint_writes_leaves_only_whole_files(tmp_path):
 
 def test_failed_write_keeps_the_old_file(tmp_path):
     path = str(tmp_path / 'epoch_1.pth')
-    atomic_save_checkpoint(dict(state_dict=dict(w=torch.ones(3))), path)
+    save_checkpoint(dict(state_dict=dict(w=torch.ones(3))), path,
+                    backend_args=ATOMIC)
     before = open(path, 'rb').read()
     with pytest.raises(Exception):
         # A lambda cannot be pickled: torch.save fails half way.
-        atomic_save_checkpoint(dict(bad=lambda: None), path)
+        save_checkpoint(dict(bad=lambda: None), path, backend_args=ATOMIC)
     assert open(path, 'rb').read() == before
     assert os.listdir(tmp_path) == ['epoch_1.pth']
 
 
 def test_checkpoint_problem_names_the_fault(tmp_path):
     good = str(tmp_path / 'good.pth')
-    atomic_save_checkpoint(dict(state_dict=dict(w=torch.ones(1000))), good)
+    save_checkpoint(dict(state_dict=dict(w=torch.ones(1000))), good,
+                    backend_args=ATOMIC)
     assert checkpoint_problem(good) is None
     data = open(good, 'rb').read()
     cut = tmp_path / 'cut.pth'

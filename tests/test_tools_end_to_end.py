@@ -9,43 +9,17 @@ import textwrap
 import pytest
 import torch
 
-from conftest import ROOT, run_tool
+from conftest import ROOT, run_tool, write_full_config
 
 
 def write_config(path, data_root):
-    """A small run of the shipped TESKD recipe on real CIFAR-10 JPEGs."""
-    with open(path, 'w') as f:
-        f.write(textwrap.dedent(f"""
-            _base_ = ['{ROOT}/configs/teskd/resnet18_cifar100.py']
-            model = dict(head=dict(num_classes=10))
-            data_preprocessor = dict(num_classes=10)
-            _load = dict(type='LoadImageFromFile')
-            train_dataloader = dict(
-                batch_size=8, num_workers=0,
-                dataset=dict(
-                    _delete_=True, type='CustomDataset',
-                    data_root='{data_root}', data_prefix='train',
-                    indices=16,
-                    pipeline=[_load,
-                              dict(type='RandomCrop', crop_size=32,
-                                   padding=4),
-                              dict(type='RandomFlip', prob=0.5,
-                                   direction='horizontal'),
-                              dict(type='PackInputs')]))
-            val_dataloader = dict(
-                batch_size=8, num_workers=0,
-                dataset=dict(
-                    _delete_=True, type='CustomDataset',
-                    data_root='{data_root}', data_prefix='test',
-                    indices=16,
-                    pipeline=[_load, dict(type='PackInputs')]))
-            test_dataloader = val_dataloader
-            train_cfg = dict(max_epochs=1)
-            optim_wrapper = dict(optimizer=dict(lr=0.01))
-            default_hooks = dict(logger=dict(interval=1))
-            randomness = dict(seed=0)
-            """))
-    return path
+    """A small run of the shipped TESKD recipe: 16 images, 2 steps."""
+    return write_full_config(
+        path, data_root, extra="""
+        train_dataloader = dict(dataset=dict(indices=16))
+        val_dataloader = dict(dataset=dict(indices=16))
+        test_dataloader = val_dataloader
+        """)
 
 
 STOCK_CHECK = textwrap.dedent("""

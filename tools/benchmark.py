@@ -2,226 +2,209 @@
 
     python tools/benchmark.py CONFIG [--baseline CONFIG] [--batch-size 64]
         [--iters 20] [--warmup 3] [--threads 2] [--device cpu|cuda]
-        [--amp bf16|fp16] [--channels-last] [--compile]
-        [--ablation] [--deployed-teacher]
-        [--data-loading [--data-root PATH]] [--out RESULT.json]
+        [--amp bf16|fp16] [--channels-last] [--compile] [--deployed-teacher]
+        [--ablation] [--variant NAME=KEY=VALUE[,KEY=VALUE...] ...]
+        [--out RESULT.json]
 
-Both models are built from their configs in one process. A training step is
-what the Runner runs each iteration, ``model.train_step(data, optim_wrapper)``:
-data preprocessor, forward, loss, backward and the optimizer step of the
-config's ``optim_wrapper``. The steps of the two models alternate (A B, B A,
-...) after the warm-up, so a change of machine load hits both alike; the
-median step time of each, their ratio, images per second and the peak memory
-of one step are printed. Inputs are random images of the config's crop size,
-as the data loader would hand them over (a list of uint8 tensors).
-
-``--ablation`` adds the same TESKD model with its speed rewrites switched on
-one at a time, starting from a plain transcription of the method, to the
-interleaved rounds.
-
-``--deployed-teacher`` also times inference of the teacher exactly as
-``tools/deploy.py`` exports it (a stock ``ImageClassifier``) against the
-baseline model, and checks that both are built from the same module types.
-
-``--data-loading`` measures the images per second of the config's training
-pipeline with its ``num_workers``. CIFAR-100 is not assumed to be on disk:
-CIFAR-10 JPEG images stand in, once decoded and held in memory as the CIFAR
-data sets hold theirs (the config's transforms as they are), and once read
-from the files (``LoadImageFromFile`` in front, a ``CustomDataset``).
+A training step is what the Runner runs each iteration,
+``model.train_step(data, optim_wrapper)``: data preprocessor, forward, loss,
+backward and the optimizer step of the config's ``optim_wrapper``, here on
+the config's :func:`~teskd_mm.utils.inputs.dummy_batch`. The steps of all
+models alternate (A B, B A, ...) after the warm-up, so a change of machine
+load hits them alike. A variant is CONFIG with ``--cfg-options``-style
+overrides; ``--ablation`` adds the variant ``plain``: TESKD's neck and head
+without their exact speed rewrites (``fast=False``). ``--deployed-teacher``
+also times inference of the teacher as ``tools/deploy.py`` exports it
+against the baseline. Data loading: ``tools/analysis/data_loading.py``.
 """
 import argparse
 import contextlib
 import copy
 import ctypes
 import gc
+import inspect
 import json
 import logging
 import os
 import os.path as osp
 import platform
-import shutil
+import re
+import resource
 import statistics
 import sys
-import tarfile
-import tempfile
 import time
-import types
-from typing import Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
+from mmengine.config import Config, DictAction
+from mmengine.logging import MMLogger
+from mmengine.optim import build_optim_wrapper
+from mmengine.registry import init_default_scope
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-DEFAULT_DATA = osp.join(ROOT, '..', 'shared', 'data', 'cifar10-jpg.tar.gz')
+from mmpretrain.registry import MODELS
+from teskd_mm.apis.deploy import DeployError, stock_model_cfg
+from teskd_mm.utils import ConfigCheckError, prepare_cfg, setup_runtime
+from teskd_mm.utils.inputs import dummy_batch, input_size
+from teskd_mm.utils.preflight.model import build_model
+
 AMP_DTYPES = {'bf16': 'bfloat16', 'fp16': 'float16'}
+PLAIN = 'plain=model.neck.fast=False,model.head.fast=False'
+RESERVED = ('model', 'baseline')
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+def _error(message: str) -> SystemExit:
+    return SystemExit(f'benchmark: error: {message}')
+
+
+def parse_variant(spec: str) -> Tuple[str, Dict[str, Any]]:
+    """Parse ``NAME=KEY=VALUE[,KEY=VALUE...]`` into a name and overrides.
+
+    Args:
+        spec (str): The text of ``--variant``. Values are read as
+            ``--cfg-options`` reads them: ``KEY=1,2`` is a list.
+
+    Returns:
+        tuple: The name and the ``{dotted key: value}`` overrides.
+    """
+    name, _, rest = spec.partition('=')
+    # An override starts after a comma followed by KEY=; other commas
+    # belong to a list value.
+    items = [p.split('=', 1) for p in re.split(r',(?=[\w.]+=)', rest)]
+    if not name or not rest or any(len(i) != 2 or not i[0] for i in items):
+        raise argparse.ArgumentTypeError(
+            f'{spec!r} is not NAME=KEY=VALUE[,KEY=VALUE...], e.g. {PLAIN}')
+    return name, {k: DictAction._parse_iterable(v) for k, v in items}
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    """Parse and check the command line; no config is read here."""
+    p = argparse.ArgumentParser(
         description='Time training steps of a model against a baseline')
-    parser.add_argument('config', help='config of the model to time')
-    parser.add_argument(
-        '--baseline', help='config of the model to compare with')
-    parser.add_argument('--batch-size', type=int, default=64)
-    parser.add_argument(
-        '--iters', type=int, default=20,
-        help='timed steps of each model (after the warm-up)')
-    parser.add_argument(
-        '--warmup', type=int, default=3, help='untimed steps of each model')
-    parser.add_argument(
-        '--threads', type=int, default=None,
-        help='torch CPU threads (default: torch\'s own choice)')
-    parser.add_argument('--device', default='cpu', help='cpu, cuda, cuda:1')
-    parser.add_argument(
-        '--amp', choices=sorted(AMP_DTYPES),
-        help='automatic mixed precision, as the Runner\'s AmpOptimWrapper')
-    parser.add_argument(
-        '--channels-last', action='store_true',
-        help='models and inputs in the channels_last memory format')
-    parser.add_argument(
-        '--compile', action='store_true',
-        help='torch.compile the train_step, as the Runner\'s cfg.compile')
-    parser.add_argument(
-        '--input-size', type=int, default=None,
-        help='square input size (default: the crop size of the config\'s '
-        'training pipeline)')
-    parser.add_argument(
-        '--ablation', action='store_true',
-        help='also time CONFIG with its speed rewrites switched on one by '
-        'one, from a plain transcription of the method (TESKD models)')
-    parser.add_argument(
-        '--deployed-teacher', action='store_true',
-        help='also time inference of the deployed teacher of CONFIG '
-        'against the baseline')
-    parser.add_argument(
-        '--data-loading', action='store_true',
-        help='also measure the training pipeline\'s images per second')
-    parser.add_argument(
-        '--data-root', default=DEFAULT_DATA,
-        help='cifar10-jpg.tar.gz or a folder in CustomDataset layout, for '
-        '--data-loading')
-    parser.add_argument(
-        '--data-batches', type=int, default=30,
-        help='timed batches for --data-loading')
-    parser.add_argument(
-        '--data-workers', type=int, default=None,
-        help='worker count for --data-loading (default: the config\'s)')
-    parser.add_argument('--out', help='also write the results to this JSON')
-    args = parser.parse_args(argv)
-    for name in ('batch_size', 'iters', 'data_batches'):
-        if getattr(args, name) < 1:
-            parser.error(f'--{name.replace("_", "-")} must be at least 1, '
-                         f'got {getattr(args, name)}')
-    if args.warmup < 0:
-        parser.error(f'--warmup must be 0 or more, got {args.warmup}')
-    if args.threads is not None and args.threads < 1:
-        parser.error(f'--threads must be at least 1, got {args.threads}')
-    if args.data_loading and not osp.exists(args.data_root):
-        parser.error(f'--data-root {args.data_root} does not exist; give '
-                     'the path of cifar10-jpg.tar.gz (see '
-                     '../shared/data/README.md) or of a folder with '
-                     'train/<class>/*.jpg')
+    p.add_argument('config', help='config of the model to time')
+    p.add_argument('--baseline', help='config of the model to compare with')
+    p.add_argument('--batch-size', type=int, default=64)
+    p.add_argument('--iters', type=int, default=20,
+                   help='timed steps of each model (after the warm-up)')
+    p.add_argument('--warmup', type=int, default=3,
+                   help='untimed steps of each model')
+    p.add_argument('--threads', type=int, help='torch CPU threads')
+    p.add_argument('--device', default='cpu', help='cpu, cuda, cuda:1')
+    p.add_argument('--amp', choices=sorted(AMP_DTYPES),
+                   help='mixed precision, as the Runner\'s AmpOptimWrapper')
+    p.add_argument('--channels-last', action='store_true',
+                   help='models in the channels_last memory format')
+    p.add_argument('--compile', action='store_true',
+                   help='torch.compile the train_step, as cfg.compile')
+    p.add_argument('--variant', action='append', type=parse_variant,
+                   default=[], metavar='NAME=KEY=VALUE[,KEY=VALUE...]',
+                   help='also time CONFIG with these overrides (repeatable)')
+    p.add_argument('--ablation', action='store_true',
+                   help=f'add the variant {PLAIN}')
+    p.add_argument('--deployed-teacher', action='store_true',
+                   help='also time inference of the deployed teacher of '
+                   'CONFIG against the baseline')
+    p.add_argument('--out', help='also write the results to this new JSON')
+    args = p.parse_args(argv)
+    for name, low in (('batch_size', 1), ('iters', 1), ('warmup', 0),
+                      ('threads', 1)):
+        value = getattr(args, name)
+        if value is not None and value < low:
+            p.error(f'--{name.replace("_", "-")} must be at least {low}, got '
+                    f'{value}')
     if args.out and osp.exists(args.out):
-        parser.error(f'--out {args.out} already exists; name a new file '
-                     '(results are never written over)')
-    for flag in ('deployed_teacher', 'ablation'):
+        p.error(f'--out {args.out} already exists; name a new file '
+                '(results are never written over)')
+    for flag in ('deployed_teacher', 'ablation', 'variant'):
         if getattr(args, flag) and not args.baseline:
-            parser.error(f'--{flag.replace("_", "-")} compares with the '
-                         'baseline; give --baseline CONFIG too')
+            p.error(f'--{flag.replace("_", "-")} compares with the '
+                    'baseline; give --baseline CONFIG too')
+    args.variant += [parse_variant(PLAIN)] if args.ablation else []
+    names = [n for n, _ in args.variant]
+    if len(set(names)) < len(names) or set(names) & set(RESERVED):
+        p.error(f'--variant names {names} must differ from each other and '
+                f'from {RESERVED}')
     return args
 
 
-# ----------------------------------------------------------------- memory
-def _proc_status_kib(field: str) -> Optional[int]:
-    try:
-        with open('/proc/self/status') as f:
-            for line in f:
-                if line.startswith(field + ':'):
-                    return int(line.split()[1])
-    except OSError:
-        pass
+def _status_kib(field: str) -> Optional[int]:
+    with contextlib.suppress(OSError), open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith(field + ':'):
+                return int(line.split()[1])
     return None
 
 
-class CpuPeakMemory:
-    """Peak resident memory of a stretch of code, in bytes.
+def cpu_peak_memory(fn: Callable[[], Any]) -> Tuple[int, str]:
+    """Peak resident memory that ``fn()`` adds, in bytes, and the method.
 
-    Freed heap is handed back to the system first (``malloc_trim``) and the
-    kernel's high-water mark is reset (``/proc/self/clear_refs``), so the
-    figure is what the code itself needed on top of what was resident.
-    Where that reset is not possible, it falls back to ``ru_maxrss``, which
-    only ever grows, and says so in :attr:`method`.
+    Freed heap is handed back first (``malloc_trim``) and the kernel's
+    high-water mark reset (``/proc/self/clear_refs``), so the figure is what
+    ``fn`` needed on top of what was resident. Without the reset it falls
+    back to ``ru_maxrss``, which only grows: an upper bound.
     """
-
-    def __init__(self) -> None:
-        try:
-            self._libc = ctypes.CDLL('libc.so.6')
-        except OSError:
-            self._libc = None
-        self.method = 'VmHWM after clear_refs'
-
-    def __enter__(self) -> 'CpuPeakMemory':
-        gc.collect()
-        if self._libc is not None:
-            self._libc.malloc_trim(0)
-        try:
-            with open('/proc/self/clear_refs', 'w') as f:
-                f.write('5')
-            self._start = _proc_status_kib('VmRSS')
-            self._hwm = True
-        except OSError:
-            import resource
-            self.method = 'ru_maxrss (monotonic; an upper bound)'
-            self._start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-            self._hwm = False
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._hwm:
-            peak = _proc_status_kib('VmHWM')
-        else:
-            import resource
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        self.peak = max(0, peak - self._start) * 1024
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL('libc.so.6').malloc_trim(0)
+    try:
+        with open('/proc/self/clear_refs', 'w') as f:
+            f.write('5')
+        method, start = 'VmHWM after clear_refs', _status_kib('VmRSS')
+    except OSError:
+        method = 'ru_maxrss (monotonic; an upper bound)'
+        start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    fn()
+    peak = _status_kib('VmHWM') if method.startswith('VmHWM') else \
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return max(0, peak - start) * 1024, method
 
 
-# ----------------------------------------------------------------- models
 def load_config(path: str):
-    from mmengine.config import Config
+    """Read a config, adjusted to the installed libraries."""
     if not osp.isfile(path):
-        raise SystemExit(f'benchmark: error: config {path} does not exist')
-    cfg = Config.fromfile(path)
-    from teskd_mm.utils import prepare_cfg
-    return prepare_cfg(cfg)
+        raise _error(f'config {path} does not exist')
+    return prepare_cfg(Config.fromfile(path))
 
 
-def input_size_of(cfg, given: Optional[int]) -> int:
-    """The square crop the training pipeline produces."""
-    if given is not None:
-        return given
-    pipeline = cfg.get('train_pipeline') or \
-        cfg.train_dataloader.dataset.get('pipeline', [])
-    for t in pipeline:
-        for key in ('crop_size', 'scale'):
-            size = t.get(key)
-            if isinstance(size, int):
-                return size
-            if isinstance(size, (tuple, list)) and size[0] == size[-1]:
-                return int(size[0])
-    raise SystemExit(
-        'benchmark: error: found no square crop in the training pipeline of '
-        f'{cfg.filename}; give --input-size (e.g. 32 for CIFAR, 224 for '
-        'ImageNet)')
+def variant_config(cfg, what: str, options: Dict[str, Any]):
+    """CONFIG with a variant's overrides merged, as ``--cfg-options`` does.
+
+    A new leaf is allowed (``fast`` is mostly left at its default), but its
+    parent must exist, and a model component must take it as an argument,
+    so that a mistyped key is an error, not a no-op.
+
+    Args:
+        cfg (Config): CONFIG.
+        what (str): The option that gave the variant, for messages.
+        options (dict): ``{dotted key: value}``.
+    """
+    for key in options:
+        node, parts = cfg.to_dict(), key.split('.')
+        for i, part in enumerate(parts[:-1]):
+            if isinstance(node, (list, tuple)) and part.isdigit():
+                node = node[int(part)] if int(part) < len(node) else None
+            else:
+                node = node.get(part) if isinstance(node, dict) else None
+            if not isinstance(node, (dict, list, tuple)):
+                raise _error(f'{what}: {key}: the config has no dict or list '
+                             f'{".".join(parts[:i + 1])}')
+        kind = node.get('type') if isinstance(node, dict) else None
+        cls = MODELS.get(kind) if isinstance(kind, str) else None
+        params = inspect.signature(cls).parameters if cls else {}
+        if params and parts[-1] not in params and not any(
+                v.kind == v.VAR_KEYWORD for v in params.values()):
+            raise _error(f'{what}: {key}: {".".join(parts[:-1])} is {kind}, '
+                         f'which takes no argument {parts[-1]!r}')
+    out = copy.deepcopy(cfg)
+    out.merge_from_dict(options)
+    return out
 
 
-def num_classes_of(cfg) -> int:
-    return int(cfg.model.head.num_classes)
-
-
-def build_model(model_cfg: dict, device, channels_last: bool):
-    from mmpretrain.registry import MODELS
-    model = MODELS.build(copy.deepcopy(model_cfg))
+def build(cfg, what: str, device='cpu', channels_last: bool = False):
+    """Build and initialise ``cfg.model``, with the config's preprocessor."""
+    try:
+        model = build_model(cfg)
+    except ConfigCheckError as e:
+        raise _error(f'{what}: {e}')
     model.init_weights()
     model.to(device)
     if channels_last:
@@ -229,418 +212,169 @@ def build_model(model_cfg: dict, device, channels_last: bool):
     return model
 
 
-def build_optim_wrapper(model, cfg, amp: Optional[str]):
-    from mmengine.optim import build_optim_wrapper as build
-    optim_cfg = copy.deepcopy(cfg.optim_wrapper)
-    if amp:
-        # What tools/train.py --amp does, with the chosen dtype.
-        optim_cfg['type'] = 'AmpOptimWrapper'
-        optim_cfg['dtype'] = AMP_DTYPES[amp]
-        optim_cfg.setdefault('loss_scale', 'dynamic')
-    return build(model, optim_cfg)
+class Timed:
+    """One model, the step to time and its times.
 
-
-def make_batch(batch_size: int, size: int, num_classes: int, seed: int):
-    """Random images and labels as the data loader hands them over."""
-    from mmpretrain.structures import DataSample
-    gen = torch.Generator().manual_seed(seed)
-    inputs = [
-        torch.randint(0, 256, (3, size, size), dtype=torch.uint8,
-                      generator=gen) for _ in range(batch_size)
-    ]
-    labels = torch.randint(0, num_classes, (batch_size, ), generator=gen)
-    samples = [DataSample().set_gt_label(int(y)) for y in labels]
-    return dict(inputs=inputs, data_samples=samples)
-
-
-class Trainee:
-    """One model, its optimizer wrapper, a batch and its timings."""
+    Args:
+        name (str): The model's name in the results.
+        cfg (Config): Its config.
+        args (Namespace): The command line.
+        device (torch.device): Where it runs.
+        train (bool): Time ``train_step`` with the config's optimizer
+            wrapper on a training batch; else inference on a test batch.
+    """
 
     def __init__(self, name: str, cfg, args, device,
-                 variant: Optional[dict] = None) -> None:
-        self.name = name
-        self.cfg = cfg
-        self.model = build_model(cfg.model, device, args.channels_last)
-        if variant is not None:
-            apply_variant(self.model, variant)
-        self.model.train()
-        self.optim_wrapper = build_optim_wrapper(self.model, cfg, args.amp)
-        self.batch = make_batch(args.batch_size,
-                                input_size_of(cfg, args.input_size),
-                                num_classes_of(cfg), seed=0)
-        self.train_step: Callable = self.model.train_step
-        if args.compile:
-            import torch
-            self.train_step = torch.compile(self.model.train_step)
-        self.times: List[float] = []
+                 train: bool = True) -> None:
+        self.name, self.times, self.device = name, [], device
+        # One seed for all: the variants of a network get the same weights.
+        torch.manual_seed(0)
+        self.model = build(cfg, name, device, args.channels_last).train(train)
         self.num_params = sum(p.numel() for p in self.model.parameters())
+        torch.manual_seed(1)
+        batch = dummy_batch(cfg, 'train' if train else 'test',
+                            args.batch_size)
+        if train:
+            optim_cfg = copy.deepcopy(cfg.optim_wrapper)
+            if args.amp:  # as tools/train.py --amp, with the chosen dtype
+                optim_cfg.update(type='AmpOptimWrapper',
+                                 dtype=AMP_DTYPES[args.amp])
+                optim_cfg.setdefault('loss_scale', 'dynamic')
+            wrapper = build_optim_wrapper(self.model, optim_cfg)
+            step = torch.compile(self.model.train_step) if args.compile \
+                else self.model.train_step
+            self.run = lambda: step(batch, wrapper)
+        else:
+            self.run = lambda: self._infer(batch, args.amp)
 
-    def step(self, sync: Callable) -> float:
+    def _infer(self, batch: dict, amp: Optional[str]) -> None:
+        autocast = torch.autocast(self.device.type, getattr(
+            torch, AMP_DTYPES[amp])) if amp else contextlib.nullcontext()
+        with torch.inference_mode(), autocast:
+            data = self.model.data_preprocessor(batch, False)
+            self.model(data['inputs'], mode='tensor')
+
+    def step(self) -> float:
         start = time.perf_counter()
-        self.train_step(self.batch, self.optim_wrapper)
-        sync()
+        self.run()
+        if self.device.type == 'cuda':  # wait for the queued kernels
+            torch.cuda.synchronize(self.device)
         return time.perf_counter() - start
 
+    def peak_memory(self) -> Dict:
+        """Peak memory of one more, untimed, step."""
+        if self.device.type == 'cuda':
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.step()
+            return dict(
+                peak_memory_bytes=torch.cuda.max_memory_allocated(self.device),
+                memory_method='torch.cuda.max_memory_allocated')
+        peak, method = cpu_peak_memory(self.step)
+        return dict(peak_memory_bytes=peak,
+                    memory_method=f'peak RSS increase in one step, {method}')
 
-# --------------------------------------------------------------- ablation
-# The TESKD modules as a plain transcription of the method; --ablation
-# swaps them in, per model instance, to show what each rewrite buys.
-def _upsample_interpolate_first(self, x):
-    x = F.interpolate(x, scale_factor=2, mode='bilinear', align_corners=True)
-    return self.conv(x)
-
-
-def _upsample_conv_first(self, x):
-    """The 1x1 conv before the interpolation, in the input's format."""
-    c = self.conv
-    x = F.interpolate(
-        c.conv(x), scale_factor=2, mode='bilinear', align_corners=True)
-    return c.activate(c.norm(x))
-
-
-def _branch_convs(self, x):
-    feat = F.adaptive_avg_pool2d(self.mix(self.reduce(x)), 1).flatten(1)
-    return feat, self.fc(feat)
-
-
-def _neck_concat(self, inputs):
-    """Mixed fusion with the concatenation, in the backbone's format."""
-    from teskd_mm.models.necks.mfm_neck import MFMOutput
-    s, fused = self.lateral_top(inputs[-1]), {}
-    for b in reversed(self.levels):
-        u = self.upsamples[str(b)](s)
-        lat = self.laterals[str(b)](inputs[b - 1])
-        s = fused[b] = self.fuses[str(b)](torch.cat([u + lat, u], dim=1))
-    return MFMOutput(inputs[-1], tuple(fused[b] for b in self.students),
-                     self.students)
+    def summary(self, batch_size: int, base: Optional['Timed'] = None) -> Dict:
+        """Step time statistics; with ``base``, the ratios to its times."""
+        med = statistics.median(self.times)
+        out = dict(median_step_s=med, min_step_s=min(self.times),
+                   max_step_s=max(self.times), step_times_s=self.times,
+                   images_per_s=batch_size / med, num_params=self.num_params)
+        if base is not None and base is not self:
+            out['ratio'] = med / statistics.median(base.times)
+            # Each round's steps ran back to back, under the same load.
+            out['median_round_ratio'] = statistics.median(
+                t / b for t, b in zip(self.times, base.times))
+        return out
 
 
-ABLATION = (
-    ('straightforward',
-     dict(upsample=_upsample_interpolate_first, branch=_branch_convs,
-          neck=_neck_concat)),
-    ('+upsample conv first',
-     dict(upsample=_upsample_conv_first, branch=_branch_convs,
-          neck=_neck_concat)),
-    ('+patchify branches',
-     dict(upsample=_upsample_conv_first, neck=_neck_concat)),
-    ('+channels_last upsample', dict(neck=_neck_concat)),
-    # 'model' itself: + channels_last laterals, fuse without the concat.
-    ('model, ReLU not in place', dict(relu_inplace=False)),
-)
-
-
-def apply_variant(model, variant: dict) -> None:
-    """Swap in the plain forwards that ``variant`` names."""
-    from teskd_mm.models.heads.multi_branch_cls_head import StudentBranch
-    from teskd_mm.models.necks.mfm_neck import MFMNeck, Upsample
-    targets = dict(upsample=Upsample, branch=StudentBranch, neck=MFMNeck)
-    found = set()
-    for m in model.modules():
-        for key, cls in targets.items():
-            if type(m) is cls and key in variant:
-                if key == 'neck' and m.fusion != 'mixed':
-                    raise SystemExit(
-                        'benchmark: error: --ablation needs the paper\'s '
-                        f'mixed fusion, but the neck has fusion={m.fusion!r}')
-                m.forward = types.MethodType(variant[key], m)
-                found.add(key)
-        if isinstance(m, nn.ReLU) and variant.get('relu_inplace') is False:
-            m.inplace = False
-    missing = set(variant) - found - {'relu_inplace'}
-    if missing:
-        raise SystemExit(
-            'benchmark: error: --ablation times TESKD models (MFMNeck, '
-            f'Upsample, StudentBranch); the config has no {sorted(missing)}')
-
-
-def interleave(runners: List, steps: int, record: bool,
-               sync: Callable) -> None:
-    """Alternate the runners' steps, reversing the order every round."""
-    for i in range(steps):
-        order = runners if i % 2 == 0 else runners[::-1]
-        for r in order:
-            t = r.step(sync)
-            if record:
+def interleave(runners: List[Timed], warmup: int, iters: int) -> None:
+    """Run the steps in rounds, in reverse order every other round."""
+    for i in range(warmup + iters):
+        for r in (runners if i % 2 == 0 else runners[::-1]):
+            t = r.step()
+            if i >= warmup:
                 r.times.append(t)
 
 
-def peak_memory(runner, device, sync: Callable) -> Dict:
-    """Peak memory of one more (untimed) step of ``runner``."""
-    if device.type == 'cuda':
-        sync()
-        torch.cuda.reset_peak_memory_stats(device)
-        runner.step(sync)
-        return dict(peak_memory_bytes=torch.cuda.max_memory_allocated(device),
-                    memory_method='torch.cuda.max_memory_allocated')
-    with CpuPeakMemory() as mem:
-        runner.step(sync)
-    return dict(peak_memory_bytes=mem.peak,
-                memory_method='peak RSS increase during one step, '
-                f'{mem.method}')
+def deployed_teacher(teacher_cfg, base_cfg, args, device) -> Dict:
+    """Inference of the deployed teacher against the baseline, interleaved."""
+    runners = [Timed(n, c, args, device, train=False)
+               for n, c in (('teacher', teacher_cfg), ('baseline', base_cfg))]
+    interleave(runners, args.warmup, args.iters)
+    t, b = (statistics.median(r.times) for r in runners)
+    types, shapes = ([[type(m) for m in r.model.modules()] for r in runners],
+                     [[v.shape for v in r.model.state_dict().values()]
+                      for r in runners])
+    return dict(same_module_types=types[0] == types[1],
+                same_parameter_shapes=shapes[0] == shapes[1],
+                teacher_inference_s=t, baseline_inference_s=b,
+                inference_ratio=t / b)
 
 
-# ---------------------------------------------------------- deployed model
-def module_types(model) -> List[str]:
-    return [f'{type(m).__module__}.{type(m).__qualname__}'
-            for m in model.modules()]
-
-
-def time_inference(models: Dict[str, object], batch, iters: int,
-                   warmup: int, sync: Callable, device,
-                   amp: Optional[str]) -> Dict[str, float]:
-    """Median inference time of each model, interleaved."""
-    times = {name: [] for name in models}
-    names = list(models)
-    autocast = torch.autocast(device.type, getattr(torch, AMP_DTYPES[amp])) \
-        if amp else contextlib.nullcontext()
-    with torch.inference_mode(), autocast:
-        for i in range(warmup + iters):
-            for name in (names if i % 2 == 0 else names[::-1]):
-                model = models[name]
-                start = time.perf_counter()
-                data = model.data_preprocessor(batch, False)
-                model(data['inputs'], mode='tensor')
-                sync()
-                if i >= warmup:
-                    times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
-
-
-def deployed_teacher(cfg, base_cfg, args, device, sync) -> Dict:
-    from teskd_mm.apis.deploy import stock_model_cfg
-    teacher = build_model(stock_model_cfg(cfg.model), device,
-                          args.channels_last).eval()
-    base = build_model(base_cfg.model, device, args.channels_last).eval()
-    same = module_types(teacher) == module_types(base)
-    shapes_same = [tuple(v.shape) for v in teacher.state_dict().values()] == \
-        [tuple(v.shape) for v in base.state_dict().values()]
-    batch = make_batch(args.batch_size, input_size_of(cfg, args.input_size),
-                       num_classes_of(cfg), seed=1)
-    med = time_inference(dict(teacher=teacher, baseline=base), batch,
-                         args.iters, args.warmup, sync, device, args.amp)
-    return dict(
-        same_module_types=same,
-        same_parameter_shapes=shapes_same,
-        teacher_inference_s=med['teacher'],
-        baseline_inference_s=med['baseline'],
-        inference_ratio=med['teacher'] / med['baseline'])
-
-
-# ------------------------------------------------------------ data loading
-def cifar_jpeg_folder(src: str, min_images: int, tmp: str) -> str:
-    """A CustomDataset folder with at least ``min_images`` training images."""
-    if osp.isdir(src):
-        if not osp.isdir(osp.join(src, 'train')):
-            raise SystemExit(
-                f'benchmark: error: {src} has no train/ folder; give '
-                '--data-root the cifar10-jpg folder (train/<class>/*.jpg) '
-                'or cifar10-jpg.tar.gz')
-        return src
-    if not osp.isfile(src):
-        raise SystemExit(
-            f'benchmark: error: --data-root {src} does not exist; give the '
-            'path of cifar10-jpg.tar.gz (see ../shared/data/README.md) or '
-            'of its extracted folder')
-    per_class = -(-min_images // 10)
-    with tarfile.open(src) as tar:
-        for member in tar:
-            parts = member.name.split('/')
-            if len(parts) != 4 or parts[1] != 'train' or \
-                    not member.isfile():
-                continue
-            if int(osp.splitext(parts[3])[0]) >= per_class:
-                continue
-            out = osp.join(tmp, 'train', parts[2], parts[3])
-            os.makedirs(osp.dirname(out), exist_ok=True)
-            with tar.extractfile(member) as f, open(out, 'wb') as g:
-                shutil.copyfileobj(f, g)
-    return tmp
-
-
-def decoded_images(root: str, pipeline: List[dict]):
-    """The images under ``root/train`` decoded once and held in memory.
-
-    This is how mmpretrain's CIFAR data sets hand images to the pipeline
-    (arrays in the serialised data list, no file reading or decoding).
-    """
-    import mmcv
-    from mmengine.dataset import BaseDataset
-
-    train = osp.join(root, 'train')
-    classes = sorted(os.listdir(train))
-    data = [
-        dict(img=mmcv.imread(osp.join(train, c, f), channel_order='rgb'),
-             gt_label=i) for i, c in enumerate(classes)
-        for f in sorted(os.listdir(osp.join(train, c)))
-    ]
-
-    class DecodedImages(BaseDataset):
-
-        def load_data_list(self):
-            return data
-
-    return DecodedImages(pipeline=pipeline)
-
-
-def loader_rate(loader_cfg: dict, dataset, batches: int,
-                batch_size: int) -> float:
-    """Images per second of a data loader, after its first two batches."""
-    from mmengine.runner import Runner
-    loader = Runner.build_dataloader(dict(loader_cfg, dataset=dataset),
-                                     seed=0)
-    if len(loader) < batches + 2:
-        raise SystemExit(
-            f'benchmark: error: --data-root holds {len(loader.dataset)} '
-            f'training images, too few for {batches + 2} batches of '
-            f'{batch_size}; lower --data-batches or --batch-size')
-    it = iter(loader)
-    for _ in range(2):  # worker start-up
-        next(it)
-    start = time.perf_counter()
-    for _ in range(batches):
-        next(it)
-    elapsed = time.perf_counter() - start
-    del it
-    return batches * batch_size / elapsed
-
-
-def data_loading(cfg, args) -> Dict:
-    """Images per second of the config's training pipeline.
-
-    Measured twice over CIFAR-10 images: held decoded in memory, as the CIFAR
-    data sets hold theirs, with the config's transforms as they are; and
-    read from JPEG files (``LoadImageFromFile`` in front), as a folder data
-    set of such images would be.
-    """
-    loader_cfg = copy.deepcopy(cfg.train_dataloader.to_dict())
-    workers = loader_cfg.get('num_workers', 0) \
-        if args.data_workers is None else args.data_workers
-    transforms = [
-        t for t in loader_cfg.pop('dataset').get('pipeline', [])
-        if t.get('type') != 'LoadImageFromFile'
-    ]
-    loader_cfg.update(
-        batch_size=args.batch_size,
-        num_workers=workers,
-        persistent_workers=False,
-        sampler=dict(type='DefaultSampler', shuffle=True))
-    need = (args.data_batches + 2) * args.batch_size
-    with tempfile.TemporaryDirectory(prefix='benchmark_data_') as tmp:
-        root = cifar_jpeg_folder(args.data_root, need, tmp)
-        in_memory = loader_rate(loader_cfg,
-                                decoded_images(root, transforms),
-                                args.data_batches, args.batch_size)
-        jpeg = loader_rate(
-            loader_cfg,
-            dict(type='CustomDataset', data_root=root, data_prefix='train',
-                 pipeline=[dict(type='LoadImageFromFile')] + transforms),
-            args.data_batches, args.batch_size)
-    return dict(
-        in_memory_images_per_s=in_memory,
-        jpeg_images_per_s=jpeg,
-        num_workers=workers,
-        transforms=[t['type'] for t in transforms],
-        source='CIFAR-10 images (CIFAR-100 is not on this machine)')
-
-
-# ------------------------------------------------------------------- main
-def environment(device) -> Dict:
-    info = dict(
-        torch=torch.__version__,
-        device=str(device),
-        threads=torch.get_num_threads(),
-        python=platform.python_version())
-    if device.type == 'cuda':
-        info['gpu'] = torch.cuda.get_device_name(device)
-    else:
-        try:
-            with open('/proc/cpuinfo') as f:
-                names = [ln.split(':', 1)[1].strip() for ln in f
-                         if ln.startswith('model name')]
-            info['cpu'] = f'{names[0]} x {len(names)}' if names else None
-        except OSError:
-            info['cpu'] = platform.processor()
-    return info
-
-
-def check_device(args):
+def check_device(args) -> torch.device:
+    """The device, refused with a reason before anything is built."""
     try:
         device = torch.device(args.device)
     except RuntimeError:
-        raise SystemExit(f'benchmark: error: --device {args.device!r} is not '
-                         'a torch device; use cpu or cuda')
+        raise _error(f'--device {args.device!r} is not a torch device; use '
+                     'cpu or cuda')
     if device.type == 'cuda' and not torch.cuda.is_available():
-        raise SystemExit(
-            f'benchmark: error: --device {args.device} but torch sees no '
-            'CUDA GPU here; use --device cpu')
+        raise _error(f'--device {args.device} but torch sees no CUDA GPU '
+                     'here; use --device cpu')
     if args.amp and device.type != 'cuda':
-        raise SystemExit(
-            f'benchmark: error: --amp {args.amp} uses mmengine\'s '
-            'AmpOptimWrapper, which runs on GPUs only; drop --amp or use '
-            '--device cuda')
+        raise _error(f'--amp {args.amp} uses mmengine\'s AmpOptimWrapper, '
+                     'which runs on GPUs only; drop --amp or use --device '
+                     'cuda')
     if args.amp == 'bf16' and not torch.cuda.is_bf16_supported():
-        raise SystemExit('benchmark: error: this GPU has no bf16; use --amp '
-                         'fp16')
+        raise _error('this GPU has no bf16; use --amp fp16')
     return device
 
 
-def fmt_mib(n: int) -> str:
-    return f'{n / 2**20:.0f} MiB'
+def hardware(device) -> str:
+    """The GPU's name, or the CPU's and its core count."""
+    if device.type == 'cuda':
+        return torch.cuda.get_device_name(device)
+    with contextlib.suppress(OSError), open('/proc/cpuinfo') as f:
+        names = [ln.split(':')[1].strip() for ln in f if 'model name' in ln]
+        return f'{names[0]} x {len(names)}' if names else platform.processor()
+    return platform.processor()
 
 
 def report(results: Dict) -> str:
+    """The results as printed lines."""
+    s = results['settings']
     lines = [
-        'device: {device} ({hw}), torch {torch}, {threads} threads'.format(
-            hw=results['env'].get('gpu') or results['env'].get('cpu'),
-            **results['env']),
-        'batch {batch_size}, input {input_size}, {iters} timed steps after '
-        '{warmup} warm-up, amp={amp}, channels_last={channels_last}, '
-        'compile={compile}'.format(**results['settings']),
-        'load average before/after: {} / {}'.format(
-            *(' '.join(f'{x:.2f}' for x in results[k])
-              for k in ('load_before', 'load_after'))),
-    ]
+        f'device: {s["device"]} ({s["hardware"]}), torch {s["torch"]}, '
+        f'{s["threads"]} threads',
+        f'batch {s["batch_size"]}, input {s["input_size"]}, {s["iters"]} '
+        f'timed steps after {s["warmup"]} warm-up, amp={s["amp"]}, '
+        f'channels_last={s["channels_last"]}, compile={s["compile"]}',
+        'load average before/after: ' + ' / '.join(
+            ' '.join(f'{x:.2f}' for x in s[k])
+            for k in ('load_before', 'load_after'))]
     for name, r in results['models'].items():
         lines.append(
-            f'{name:>24}: median step {r["median_step_s"]:.4f} s '
-            f'(min {r["min_step_s"]:.4f}, max {r["max_step_s"]:.4f}), '
+            f'{name:>10}: median step {r["median_step_s"]:.4f} s (min '
+            f'{r["min_step_s"]:.4f}, max {r["max_step_s"]:.4f}), '
             f'{r["images_per_s"]:.1f} img/s, peak memory '
-            f'{fmt_mib(r["peak_memory_bytes"])}, '
+            f'{r["peak_memory_bytes"] / 2**20:.0f} MiB, '
             f'{r["num_params"]:,} parameters')
-    for name, r in results['models'].items():
-        if 'ratio' in r:
-            lines.append(f'step time ratio ({name} / baseline): '
-                         f'{r["ratio"]:.3f} (median of the per-round '
-                         f'ratios: {r["median_round_ratio"]:.3f})')
-    dep = results.get('deployed_teacher')
-    if dep:
+    lines += [f'step time ratio ({name} / baseline): {r["ratio"]:.3f} (median '
+              f'of the per-round ratios: {r["median_round_ratio"]:.3f})'
+              for name, r in results['models'].items() if 'ratio' in r]
+    if 'deployed_teacher' in results:
         lines.append(
-            f'deployed teacher: same module types as the baseline: '
-            f'{dep["same_module_types"]}, same parameter shapes: '
-            f'{dep["same_parameter_shapes"]}; inference '
-            f'{dep["teacher_inference_s"]:.4f} s vs '
-            f'{dep["baseline_inference_s"]:.4f} s, ratio '
-            f'{dep["inference_ratio"]:.3f}')
-    data = results.get('data_loading')
-    if data:
-        lines.append(
-            f'data loading with {data["num_workers"]} workers, '
-            f'{data["source"]}: {data["in_memory_images_per_s"]:.0f} img/s '
-            'from decoded images in memory (as the CIFAR data sets), '
-            f'{data["jpeg_images_per_s"]:.0f} img/s from JPEG files; '
-            'training step: ' + ', '.join(
-                f'{n} {r["images_per_s"]:.1f} img/s'
-                for n, r in results['models'].items()))
+            'deployed teacher: same module types as the baseline: '
+            '{same_module_types}, same parameter shapes: '
+            '{same_parameter_shapes}; inference {teacher_inference_s:.4f} s '
+            'vs {baseline_inference_s:.4f} s, ratio {inference_ratio:.3f}'
+            .format(**results['deployed_teacher']))
     return '\n'.join(lines)
 
 
-def main(argv=None) -> int:
+def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
-    from teskd_mm.utils import setup_runtime
     setup_runtime()
-    from mmengine.logging import MMLogger
-    from mmengine.registry import init_default_scope
     init_default_scope('mmpretrain')
     # init_weights logs every parameter; only the results matter here.
     MMLogger.get_current_instance().setLevel(logging.WARNING)
@@ -648,72 +382,45 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     device = check_device(args)
 
-    def sync():
-        if device.type == 'cuda':
-            torch.cuda.synchronize(device)
-
+    # Every config is read and checked before the first model is built.
     cfg = load_config(args.config)
     base_cfg = load_config(args.baseline) if args.baseline else None
-    torch.manual_seed(0)
-    runners = [Trainee('model', cfg, args, device)]
-    if args.ablation:
-        for name, variant in ABLATION:
-            torch.manual_seed(0)
-            runners.append(Trainee(name, cfg, args, device, variant))
-    if base_cfg is not None:
-        runners.append(Trainee('baseline', base_cfg, args, device))
+    variants = {n: variant_config(
+        cfg, '--ablation' if args.ablation and n == 'plain' else
+        f'--variant {n}', o) for n, o in args.variant}
+    teacher_cfg = copy.deepcopy(cfg) if args.deployed_teacher else None
+    if teacher_cfg is not None:
+        try:
+            teacher_cfg.model = stock_model_cfg(cfg.model)
+        except DeployError as e:
+            raise _error(f'--deployed-teacher: {e}')
 
+    runners = [Timed(n, c, args, device) for n, c in
+               [('model', cfg), *variants.items(), ('baseline', base_cfg)]
+               if c is not None]
     load_before = os.getloadavg()
-    interleave(runners, args.warmup, record=False, sync=sync)
-    interleave(runners, args.iters, record=True, sync=sync)
-    load_after = os.getloadavg()
-
-    results = dict(
-        env=environment(device),
-        settings=dict(
-            batch_size=args.batch_size,
-            input_size=input_size_of(cfg, args.input_size),
-            iters=args.iters,
-            warmup=args.warmup,
-            amp=args.amp,
-            channels_last=args.channels_last,
-            compile=args.compile,
-            config=args.config,
-            baseline=args.baseline),
-        load_before=load_before,
-        load_after=load_after,
-        models={})
-    for r in runners:
-        med = statistics.median(r.times)
-        results['models'][r.name] = dict(
-            median_step_s=med,
-            min_step_s=min(r.times),
-            max_step_s=max(r.times),
-            step_times_s=r.times,
-            images_per_s=args.batch_size / med,
-            num_params=r.num_params,
-            **peak_memory(r, device, sync))
-    if base_cfg is not None:
-        base = runners[-1].times
-        for r in runners[:-1]:
-            res = results['models'][r.name]
-            res['ratio'] = res['median_step_s'] / statistics.median(base)
-            # Each round's steps ran back to back, under the same load.
-            res['median_round_ratio'] = statistics.median(
-                m / b for m, b in zip(r.times, base))
-        results['ratio'] = results['models']['model']['ratio']
-        results['median_round_ratio'] = \
-            results['models']['model']['median_round_ratio']
-    del runners
+    interleave(runners, args.warmup, args.iters)
+    settings = dict(
+        device=str(device), hardware=hardware(device),
+        torch=torch.__version__, threads=torch.get_num_threads(),
+        load_before=load_before, load_after=os.getloadavg(),
+        batch_size=args.batch_size, input_size=list(input_size(cfg, 'train')),
+        iters=args.iters, warmup=args.warmup, amp=args.amp,
+        channels_last=args.channels_last, compile=args.compile,
+        config=args.config, baseline=args.baseline,
+        variants=dict(args.variant))
+    base = runners[-1] if base_cfg is not None else None
+    results = dict(settings=settings, models={
+        r.name: dict(r.summary(args.batch_size, base), **r.peak_memory())
+        for r in runners})
+    del runners, base  # free their memory for the deployed teacher
     gc.collect()
-    if args.deployed_teacher:
+    if teacher_cfg is not None:
         results['deployed_teacher'] = deployed_teacher(
-            cfg, base_cfg, args, device, sync)
-    if args.data_loading:
-        results['data_loading'] = data_loading(cfg, args)
+            teacher_cfg, base_cfg, args, device)
     print(report(results))
     if args.out:
-        with open(args.out, 'w') as f:
+        with open(args.out, 'x') as f:  # 'x': never write over a result
             json.dump(results, f, indent=2)
     return 0
 

@@ -13,7 +13,8 @@ from mmengine.runner import Runner
 
 from teskd_mm.utils import (ConfigCheckError, check_config,
                             close_distributed, init_cpu_distributed,
-                            prepare_cfg, setup_runtime)
+                            missing_reliability_hooks, prepare_cfg,
+                            setup_runtime)
 
 
 def parse_args():
@@ -85,12 +86,17 @@ def merge_args(cfg: Config, args) -> Config:
         cfg.merge_from_dict(args.cfg_options)
     if args.skip_nonfinite:
         hooks = [
-            h for h in cfg.get('custom_hooks', [])
-            if h.get('type') != 'NonFiniteLossHook'
+            h for h in cfg.get('custom_hooks') or []
+            if h.get('type') == 'NonFiniteLossHook'
         ]
-        cfg.custom_hooks = hooks + [
-            dict(type='NonFiniteLossHook', action='skip')
-        ]
+        if not hooks:
+            sys.exit('train.py: error: --skip-nonfinite sets the action of '
+                     'the config\'s NonFiniteLossHook, and the config '
+                     'declares none; add dict(type=\'NonFiniteLossHook\') '
+                     'to its custom_hooks (configs/_base_/default_runtime.py '
+                     'has it).')
+        for hook in hooks:
+            hook['action'] = 'skip'
     return cfg
 
 
@@ -99,6 +105,11 @@ def main():
     setup_runtime()
     from teskd_mm.hooks import NonFiniteLossError
     cfg = merge_args(Config.fromfile(args.config), args)
+    missing = missing_reliability_hooks(cfg)
+    if missing:
+        print(f'train.py: note: the config declares no {", ".join(missing)}; '
+              'inherit configs/_base_/default_runtime.py or declare them '
+              '(README, "TESKD in your own config").', file=sys.stderr)
     init_cpu_distributed(args.launcher)
     cfg = prepare_cfg(cfg, args.launcher)
     try:

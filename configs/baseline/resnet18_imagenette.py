@@ -1,17 +1,10 @@
-# The plain ImageNet ResNet-18 on Imagenette folders: the TESKD config with the
-# fusion neck and the students taken out (the Baseline row of the comparison).
-_base_ = ['../teskd/resnet18_imagenette.py']
+# The plain ImageNet ResNet-18 on Imagenette folders, with the data, schedule
+# and runtime of its TESKD config.
+_base_ = [
+    'mmpretrain::_base_/models/resnet18.py',
+    '../_base_/datasets/imagenette_bs256.py',
+    '../_base_/schedules/imagenet_bs256_90e.py',
+    '../_base_/default_runtime.py',
+]
 
-model = dict(
-    backbone=dict(out_indices=(3, )),
-    neck=dict(_delete_=True, type='GlobalAveragePooling'),
-    head=dict(
-        _delete_=True,
-        type='LinearClsHead',
-        num_classes={{_base_.num_classes}},
-        in_channels=512,
-        loss=dict(type='CrossEntropyLoss', loss_weight=1.0),
-        topk=(1, 5)))
-
-val_evaluator = dict(_delete_=True, type='Accuracy', topk=(1, 5))
-test_evaluator = val_evaluator
+model = dict(head=dict(num_classes=10))

@@ -3,10 +3,6 @@
 _base_ = [
     'mmpretrain::_base_/models/resnet18.py',
     'mmpretrain::_base_/datasets/imagenet_bs32.py',
-    'mmpretrain::_base_/schedules/imagenet_bs256.py',
-    'mmpretrain::_base_/default_runtime.py',
+    '../_base_/schedules/imagenet_bs256_90e.py',
+    '../_base_/default_runtime.py',
 ]
-
-optim_wrapper = dict(optimizer=dict(nesterov=True))
-param_scheduler = dict(milestones=[30, 60])
-train_cfg = dict(max_epochs=90)

@@ -1,46 +1,11 @@
-# TESKD with a CIFAR ResNet-18 on CIFAR-10 stored as JPEG class folders
-# (train/<class>/*.jpg, test/<class>/*.jpg), read by mmpretrain's
-# CustomDataset. The same layout works for any small-image folder data set.
-# Point it elsewhere with CIFAR10JPG_ROOT=/path/to/folders.
-_base_ = ['./resnet18_cifar100.py']
-
-data_root = '{{$CIFAR10JPG_ROOT:data/cifar10-jpg}}'
-num_classes = 10
-
-# Statistics of the 50,000 training JPEGs (RGB, 0-255): mean
-# 0.4913/0.4821/0.4465 x 255, std 0.2452/0.2428/0.2606 x 255.
-data_preprocessor = dict(
-    num_classes=num_classes,
-    mean=[125.269, 122.933, 113.863],
-    std=[62.534, 61.909, 66.460],
-    # LoadImageFromFile decodes to BGR.
-    to_rgb=True)
-
-model = dict(head=dict(num_classes=num_classes))
-
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='RandomCrop', crop_size=32, padding=4),
-    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
-    dict(type='PackInputs'),
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='PackInputs'),
+# TESKD with a CIFAR ResNet-18 on CIFAR-10 stored as JPEG class folders, with
+# the CIFAR recipe of the paper.
+_base_ = [
+    '../_base_/models/teskd_resnet18_cifar.py',
+    '../_base_/datasets/cifar10jpg_bs128.py',
+    '../_base_/schedules/cifar_bs128_200e.py',
+    '../_base_/default_runtime.py',
 ]
 
-train_dataloader = dict(
-    dataset=dict(
-        _delete_=True,
-        type='CustomDataset',
-        data_root=data_root,
-        data_prefix='train',
-        pipeline=train_pipeline))
-val_dataloader = dict(
-    dataset=dict(
-        _delete_=True,
-        type='CustomDataset',
-        data_root=data_root,
-        data_prefix='test',
-        pipeline=test_pipeline))
-test_dataloader = val_dataloader
+val_evaluator = dict(type='MultiBranchAccuracy')
+test_evaluator = val_evaluator

@@ -6,7 +6,7 @@ from typing import Any, Dict, Tuple
 import torch
 from mmengine.config import Config, ConfigDict
 
-from ..utils.runtime import atomic_write
+from ..utils.checkpoint import atomic_write
 
 # The heads whose teacher is ``backbone -> global pool -> fc``.
 MULTI_BRANCH_HEADS = ('MultiBranchClsHead', 'DTSKDHead')
@@ -32,7 +32,7 @@ def _stock_type(name: str) -> str:
         if reg_name not in STAND_IN_REGISTRIES:
             return name
         for base in cls.__mro__[1:]:
-            if base.__module__.startswith('mmpretrain') and \
+            if base.__module__.startswith(('mmpretrain', 'mmengine')) and \
                     getattr(registry, reg_name).get(base.__name__) is base:
                 return base.__name__
         raise DeployError(
@@ -52,6 +52,23 @@ def _to_stock(node: Any) -> Any:
     if isinstance(node, (list, tuple)):
         return type(node)(_to_stock(v) for v in node)
     return node
+
+
+def _stock_hooks(hooks: list) -> list:
+    """``custom_hooks`` without this package's own hooks (exact resume and
+    loss checks while training), which have no stock counterpart."""
+    from mmpretrain.registry import HOOKS
+    kept = []
+    for hook in hooks:
+        cls = HOOKS.get(hook.get('type')) if isinstance(
+            hook.get('type'), str) else None
+        if cls is not None and cls.__module__.startswith('teskd_mm') and \
+                not any(b.__module__.startswith(('mmengine', 'mmpretrain'))
+                        for b in cls.__mro__[1:-1]
+                        if b.__name__ != 'Hook'):
+            continue
+        kept.append(hook)
+    return kept
 
 
 def _names_package_model(node: Any) -> bool:
@@ -86,10 +103,12 @@ def stock_model_cfg(model_cfg: dict) -> dict:
             'plain classifier needs no deployment; use its config and '
             'checkpoint as they are.')
     backbone = copy.deepcopy(dict(model_cfg['backbone']))
-    out_indices = backbone.get('out_indices', (3, ))
+    out_indices = backbone.get('out_indices')
     if isinstance(out_indices, int):
         out_indices = (out_indices, )
-    backbone['out_indices'] = (tuple(out_indices)[-1], )
+    if out_indices is not None:
+        # The teacher reads the last output; check_same_logits confirms it.
+        backbone['out_indices'] = (tuple(out_indices)[-1], )
     stock = dict(
         type='ImageClassifier',
         backbone=backbone,
@@ -163,6 +182,47 @@ def teacher_state_dict(state: Dict[str, torch.Tensor],
     return {k: state[k].clone() for k in wanted}
 
 
+def check_same_logits(cfg: Config, state: Dict[str, torch.Tensor],
+                      stock_model: torch.nn.Module) -> None:
+    """The stock model must give the trained teacher's logits.
+
+    Both the training model (with all of ``state``) and the stock model are
+    run in eval mode on one batch at the config's test input size; a
+    deployed config that picks another backbone stage, or weights that do
+    not reach the right layers, give other logits and are refused.
+    """
+    from mmpretrain.registry import MODELS
+
+    from ..utils.inputs import dummy_batch
+    model_cfg = copy.deepcopy(cfg.model)
+    if cfg.get('data_preprocessor') and 'data_preprocessor' not in model_cfg:
+        model_cfg['data_preprocessor'] = copy.deepcopy(cfg.data_preprocessor)
+    trained = MODELS.build(model_cfg)
+    trained.load_state_dict(state, strict=False)
+    trained.eval(), stock_model.eval()
+    batch = dummy_batch(cfg, 'test', batch_size=2)
+    with torch.no_grad():
+        inputs = trained.data_preprocessor(batch, False)['inputs']
+        want = trained(inputs, mode='tensor')
+        try:
+            got = stock_model(inputs, mode='tensor')
+            diff = (got - want).abs().max().item()
+        except RuntimeError as e:  # shapes that do not even fit
+            got, diff = None, f'none: it fails with {e}'
+    if got is None or not torch.allclose(
+            got, want, rtol=1e-4, atol=1e-5 * float(want.abs().max()) +
+            1e-6):
+        taken = stock_model_cfg(cfg.model)['backbone'].get('out_indices')
+        raise DeployError(
+            'The deployed model does not give the trained teacher\'s logits '
+            f'(max difference {diff}), so it would not be the model that '
+            'was trained; the teacher is backbone -> pool -> fc on the '
+            'backbone\'s last output, and the stock config takes '
+            f'backbone.out_indices={taken}. List the backbone\'s '
+            'out_indices in increasing order, the last being the stage the '
+            'neck\'s last input is.')
+
+
 def deploy(config: str,
            checkpoint: str,
            out_dir: str,
@@ -192,10 +252,14 @@ def deploy(config: str,
     state = load_state_dict(checkpoint)
     stock_model = MODELS.build(copy.deepcopy(model_cfg))
     teacher = teacher_state_dict(state, stock_model, checkpoint)
+    stock_model.load_state_dict(teacher)
+    check_same_logits(cfg, state, stock_model)
 
     deployed = cfg.to_dict()
     deployed.pop('model')
     deployed.pop('custom_imports', None)
+    if deployed.get('custom_hooks'):
+        deployed['custom_hooks'] = _stock_hooks(deployed['custom_hooks'])
     deployed = _to_stock(deployed)
     deployed['model'] = model_cfg
     # The stock config must build in a process that never imports teskd_mm.

@@ -11,6 +11,8 @@ from mmengine.optim import OptimWrapper
 
 from mmpretrain.registry import HOOKS
 
+from ..utils.checkpoint import last_checkpoint
+
 ACTIONS = ('stop', 'skip')
 
 
@@ -181,7 +183,9 @@ class NonFiniteLossHook(Hook):
 
     @staticmethod
     def _last_checkpoint(runner) -> str:
-        last: Optional[str] = runner.message_hub.get_info('last_ckpt')
+        # The file, not the message hub: mmengine records a checkpoint there
+        # before it is written, and writes the file only once it is.
+        last: Optional[str] = last_checkpoint(runner.work_dir)
         if last:
             return (f'the last checkpoint, {last}, is intact (continue '
                     'from it with --resume).')

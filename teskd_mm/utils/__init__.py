@@ -1,12 +1,16 @@
-from .preflight import (ConfigCheckError, check_config, checkpoint_problem,
-                        resolve_resume)
-from .runtime import (atomic_save_checkpoint, atomic_write, close_distributed,
-                      init_cpu_distributed, prepare_cfg, setup_runtime,
-                      use_atomic_checkpoint_writes)
+from .checkpoint import (atomic_write, check_checkpoint_fits,
+                         checkpoint_problem, last_checkpoint, read_checkpoint,
+                         resolve_resume)
+from .errors import ConfigCheckError
+from .preflight import check_config
+from .runtime import (RELIABILITY_HOOKS, close_distributed,
+                      init_cpu_distributed, missing_reliability_hooks,
+                      prepare_cfg, setup_runtime)
 
 __all__ = [
-    'ConfigCheckError', 'atomic_save_checkpoint', 'atomic_write',
-    'check_config', 'checkpoint_problem', 'close_distributed', 'init_cpu_distributed',
-    'prepare_cfg', 'resolve_resume', 'setup_runtime',
-    'use_atomic_checkpoint_writes'
+    'ConfigCheckError', 'RELIABILITY_HOOKS', 'atomic_write',
+    'check_checkpoint_fits', 'check_config', 'checkpoint_problem',
+    'close_distributed', 'init_cpu_distributed', 'last_checkpoint',
+    'missing_reliability_hooks', 'prepare_cfg', 'read_checkpoint',
+    'resolve_resume', 'setup_runtime'
 ]

@@ -1,20 +1,20 @@
-"""One place for the work-arounds that the tools need on current libraries.
+"""The work-arounds the tools need on current libraries, in one place.
 
 mmengine 0.10.7 and mmpretrain 1.2.0 predate the torch, numpy and setuptools
 releases this package is used with; every tool calls :func:`setup_runtime`
 and :func:`prepare_cfg` instead of patching things where they break.
 """
-import contextlib
 import os
-import os.path as osp
-from typing import IO, Callable, Optional
+from typing import List, Optional
 
 import torch
 import torch.distributed as torch_dist
 from mmengine.config import Config
 
-# Hooks every training run gets unless its config names them already.
-DEFAULT_CUSTOM_HOOKS = ('EpochSeedHook', 'NonFiniteLossHook')
+# What the configs of this package declare (configs/_base_/
+# default_runtime.py) and what a config mixed into a stock one should too.
+RELIABILITY_HOOKS = ('SafeCheckpointHook', 'EpochSeedHook',
+                     'NonFiniteLossHook', 'SyncBuffersHook')
 
 
 def setup_runtime() -> None:
@@ -27,73 +27,7 @@ def setup_runtime() -> None:
     mmengine was written for. An explicit setting by the user is kept.
     """
     os.environ.setdefault('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
-    use_atomic_checkpoint_writes()
     import teskd_mm  # noqa: F401  (registers the components)
-
-
-def atomic_write(path: str, write: Callable[[IO[bytes]], None]) -> None:
-    """Write a file so that it appears at ``path`` only once complete.
-
-    ``write`` fills a temporary file next to ``path``, which is flushed to
-    disk and then renamed over ``path`` (an atomic step on POSIX file
-    systems). A process killed at any moment leaves either the old file or
-    the new one, never a truncated one; a failed write leaves no temporary
-    file behind.
-
-    Args:
-        path (str): The file to write.
-        write (Callable): Called with the open binary file to fill.
-    """
-    path = osp.abspath(path)
-    folder = osp.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    tmp = osp.join(folder, f'.{osp.basename(path)}.{os.getpid()}.tmp')
-    try:
-        with open(tmp, 'wb') as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
-    # Make the rename itself durable.
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def atomic_save_checkpoint(checkpoint: dict,
-                           filename: str,
-                           file_client_args: Optional[dict] = None,
-                           backend_args: Optional[dict] = None) -> None:
-    """mmengine's ``save_checkpoint``, atomic for local files.
-
-    mmengine writes a checkpoint straight to its final name, so a run killed
-    while saving leaves a truncated file there. Local files go through
-    :func:`atomic_write`; other storage keeps mmengine's own writer.
-    """
-    from mmengine.fileio import LocalBackend, get_file_backend
-    from mmengine.runner import checkpoint as mm_checkpoint
-    local = file_client_args is None and '://' not in str(filename) and \
-        isinstance(get_file_backend(filename, backend_args=backend_args),
-                   LocalBackend)
-    if not local:
-        mm_checkpoint.save_checkpoint(checkpoint, filename, file_client_args,
-                                      backend_args)
-        return
-    atomic_write(str(filename), lambda f: torch.save(checkpoint, f))
-
-
-def use_atomic_checkpoint_writes() -> None:
-    """Make every checkpoint the Runner saves go through
-    :func:`atomic_save_checkpoint`. Idempotent."""
-    from mmengine.runner import runner as mm_runner
-    mm_runner.save_checkpoint = atomic_save_checkpoint
 
 
 def init_cpu_distributed(launcher: str) -> bool:
@@ -138,36 +72,23 @@ def _hook_type(hook) -> str:
     return kind if isinstance(kind, str) else getattr(kind, '__name__', '')
 
 
-def _add_reliability_hooks(cfg: Config, distributed: bool) -> None:
-    """Checkpoints that survive a kill, exact resume, loss checks.
+def missing_reliability_hooks(cfg: Config) -> List[str]:
+    """The hooks of :data:`RELIABILITY_HOOKS` that a config does not declare.
 
-    mmengine's ``CheckpointHook`` becomes ``SafeCheckpointHook`` (same
-    arguments), and ``EpochSeedHook`` and ``NonFiniteLossHook`` are added
-    unless the config lists them (then its settings are kept). Distributed
-    runs also get mmengine's ``SyncBuffersHook``: without it each process
-    keeps its own BN statistics, so validation would score a different
-    model on every process, none of them the one rank 0 saves.
+    The tools add no hook themselves; they name the missing ones, so that a
+    config says everything that runs.
     """
-    hooks = cfg.get('default_hooks') or {}
-    checkpoint = hooks.get('checkpoint')
-    if isinstance(checkpoint, dict) and \
-            _hook_type(checkpoint) == 'CheckpointHook':
-        checkpoint['type'] = 'SafeCheckpointHook'
-    custom = list(cfg.get('custom_hooks') or [])
-    present = {_hook_type(h) for h in custom}
-    wanted = list(DEFAULT_CUSTOM_HOOKS)
-    if distributed:
-        wanted.append('SyncBuffersHook')
-    custom += [dict(type=t) for t in wanted if t not in present]
-    cfg.custom_hooks = custom
+    declared = {_hook_type(h) for h in (cfg.get('custom_hooks') or [])}
+    declared |= {
+        _hook_type(h)
+        for h in (cfg.get('default_hooks') or {}).values() if h
+    }
+    return [h for h in RELIABILITY_HOOKS if h not in declared]
 
 
 def prepare_cfg(cfg: Config, launcher: str = 'none',
                 cpu_distributed: Optional[bool] = None) -> Config:
     """Adjust a loaded config to what the installed libraries can run.
-
-    Besides the work-arounds below, it adds the hooks of
-    :func:`_add_reliability_hooks`.
 
     Args:
         cfg (Config): The config, already merged with command-line options.
@@ -193,7 +114,6 @@ def prepare_cfg(cfg: Config, launcher: str = 'none',
         cfg.model_wrapper_cfg = wrapper
         cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})
         cfg.env_cfg.dist_cfg['backend'] = 'gloo'
-    _add_reliability_hooks(cfg, distributed=launcher != 'none')
     for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         loader = cfg.get(key)
         # persistent_workers needs worker processes.

@@ -102,10 +102,9 @@ class DTSKDHead(MultiBranchClsHead):
             topk=topk,
             init_cfg=init_cfg)
 
-    def build_branch(self, in_channels: int, channels: int, num_classes: int,
-                     kernel: int) -> nn.Module:
-        """A Linear on the fused vector; ``channels``, ``kernel`` unused."""
-        return LinearStudent(in_channels, num_classes)
+    def build_branch(self, index: int) -> nn.Module:
+        """A Linear on the fused vector."""
+        return LinearStudent(self.branch_in_channels, self.num_classes)
 
     def _check_sizes(self, feats: MFMOutput) -> None:
         for b, s in zip(self.students, feats.students):

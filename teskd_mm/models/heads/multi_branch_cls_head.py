@@ -12,8 +12,7 @@ from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
 from ..necks.mfm_neck import MFMOutput
-from ..utils import (can_patchify, conv1x1_rows, conv_module_tail,
-                     patchify_conv)
+from ..utils import can_patchify, conv1x1_rows, norm_act, patchify_conv
 
 
 class BranchOutputs(NamedTuple):
@@ -37,8 +36,8 @@ class StudentBranch(BaseModule):
     """One student: strided conv-BN-ReLU, 1x1 conv-BN-ReLU, pool, Linear.
 
     The first convolution has ``kernel_size == stride == kernel`` and brings
-    the student map down to the teacher's last-stage size. In training and
-    inference both convolutions run as matrix products over pixel rows
+    the student map down to the teacher's last-stage size. With
+    ``fast=True`` both convolutions run as matrix products over pixel rows
     (space-to-depth for the strided one): the same function, up to rounding,
     without the slow large-kernel CPU convolution.
 
@@ -48,12 +47,19 @@ class StudentBranch(BaseModule):
         num_classes (int): Number of classes.
         kernel (int): Kernel size and stride of the first convolution.
         norm_cfg (dict): Config of the normalization layers.
+        fast (bool): Run the rewrite above. Defaults to True.
     """
 
-    def __init__(self, in_channels: int, channels: int, num_classes: int,
-                 kernel: int, norm_cfg: dict) -> None:
+    def __init__(self,
+                 in_channels: int,
+                 channels: int,
+                 num_classes: int,
+                 kernel: int,
+                 norm_cfg: dict,
+                 fast: bool = True) -> None:
         super().__init__()
         self.kernel = kernel
+        self.fast = fast
         # The released branches keep the conv biases in front of BN.
         self.reduce = ConvModule(
             in_channels, channels, kernel, stride=kernel, bias=True,
@@ -64,7 +70,7 @@ class StudentBranch(BaseModule):
 
     def _fast(self, x: torch.Tensor) -> bool:
         k = self.reduce.conv.kernel_size[0]
-        return (x.dim() == 4 and x.shape[-1] % k == 0
+        return (self.fast and x.dim() == 4 and x.shape[-1] % k == 0
                 and x.shape[-2] % k == 0 and can_patchify(self.reduce)
                 and can_patchify(self.mix)
                 and self.mix.conv.kernel_size == (1, 1))
@@ -78,9 +84,8 @@ class StudentBranch(BaseModule):
         # The same layers on (N*h*w, C) pixel rows: the kernel == stride
         # conv is a space-to-depth reshape and one matmul, the 1x1 conv a
         # matmul, and BN takes its statistics over the same N*h*w pixels.
-        rows = patchify_conv(x, self.reduce.conv)
-        rows = conv_module_tail(self.reduce, rows)
-        rows = conv_module_tail(self.mix, conv1x1_rows(rows, self.mix.conv))
+        rows = norm_act(self.reduce, patchify_conv(x, self.reduce.conv))
+        rows = norm_act(self.mix, conv1x1_rows(rows, self.mix.conv))
         feat = rows.reshape(x.shape[0], -1, rows.shape[-1]).mean(1)
         return feat, self.fc(feat)
 
@@ -121,6 +126,10 @@ class MultiBranchClsHead(ClsHead):
         eval_students (bool): Whether :meth:`predict` also scores the
             students, for the validation of each branch. Defaults to True.
         norm_cfg (dict): Config of the normalization layers.
+        fast (bool): Run the students' convolutions as matrix products over
+            pixel rows (see :class:`StudentBranch`); ``False`` runs the
+            plain convolutions. Outputs agree to rounding and checkpoints
+            are the same. Defaults to True.
         topk (int | tuple[int]): Top-k accuracy. Defaults to ``(1, )``.
         init_cfg (dict, optional): Initialization config. Defaults to a
             ``Normal(std=0.01)`` init of the Linear layers, as
@@ -139,6 +148,7 @@ class MultiBranchClsHead(ClsHead):
                  loss: dict = dict(type='TESKDLoss'),
                  eval_students: bool = True,
                  norm_cfg: dict = dict(type='BN'),
+                 fast: bool = True,
                  topk: Union[int, Tuple[int]] = (1, ),
                  init_cfg: Optional[dict] = dict(
                      type='Normal', layer='Linear', std=0.01)) -> None:
@@ -173,22 +183,22 @@ class MultiBranchClsHead(ClsHead):
         self.students = students
         self.branch_kernels = branch_kernels
         self.eval_students = eval_students
-        branch_in_channels = branch_in_channels or in_channels
-        branch_channels = branch_channels or branch_in_channels
+        self.branch_in_channels = branch_in_channels or in_channels
+        self.branch_channels = branch_channels or self.branch_in_channels
+        self.norm_cfg = norm_cfg
+        self.fast = fast
 
         self.fc = nn.Linear(in_channels, num_classes)
-        self.norm_cfg = norm_cfg
-        self.branches = nn.ModuleDict({
-            str(b): self.build_branch(branch_in_channels, branch_channels,
-                                      num_classes, k)
-            for b, k in zip(students, branch_kernels)
-        })
+        self.branches = nn.ModuleDict(
+            {str(b): self.build_branch(i)
+             for i, b in enumerate(students)})
 
-    def build_branch(self, in_channels: int, channels: int, num_classes: int,
-                     kernel: int) -> nn.Module:
-        """One student; it maps a student map to ``(feature, logits)``."""
-        return StudentBranch(in_channels, channels, num_classes, kernel,
-                             self.norm_cfg)
+    def build_branch(self, index: int) -> nn.Module:
+        """The student ``self.students[index]``; it maps its student map to
+        ``(feature, logits)``."""
+        return StudentBranch(self.branch_in_channels, self.branch_channels,
+                             self.num_classes, self.branch_kernels[index],
+                             self.norm_cfg, self.fast)
 
     def _check_feats(self, feats: MFMOutput) -> None:
         if not isinstance(feats, MFMOutput):
@@ -205,22 +215,26 @@ class MultiBranchClsHead(ClsHead):
             raise ValueError(
                 f'The last stage has {feats.teacher.shape[1]} channels but '
                 f'MultiBranchClsHead in_channels={self.in_channels}; set '
-                f'in_channels={feats.teacher.shape[1]}.')
+                f'the head\'s in_channels={feats.teacher.shape[1]}.')
         self._check_sizes(feats)
 
     def _check_sizes(self, feats: MFMOutput) -> None:
         top = tuple(self.branch_end_scale * t
                     for t in feats.teacher.shape[-2:])
-        for b, k, s in zip(self.students, self.branch_kernels,
-                           feats.students):
-            size = tuple(s.shape[-2:])
+        sizes = [tuple(s.shape[-2:]) for s in feats.students]
+        fit = tuple(size[1] // top[1] for size in sizes)
+        for b, k, size, f in zip(self.students, self.branch_kernels, sizes,
+                                 fit):
             if size != (k * top[0], k * top[1]):
-                fit = (size[0] // top[0], size[1] // top[1])
+                exact = all(s == (f * top[0], f * top[1]) and f > 0
+                            for s, f in zip(sizes, fit))
+                hint = (f'set the head\'s branch_kernels={fit}'
+                        if exact else 'set branch_kernels so that kernel x '
+                        'last-stage size x branch_end_scale = student size')
                 raise ValueError(
                     f'Student {b}\'s map is {size} and the students end at '
-                    f'{top}, so its branch kernel must be {fit[0]}, but it is '
-                    f'{k}; set branch_kernels so that kernel x last-stage '
-                    'size x branch_end_scale = student size.')
+                    f'{top}, so its branch kernel must be {size[0] // top[0]}'
+                    f', but it is {k}; {hint}.')
 
     def pre_logits(self, feats: MFMOutput) -> torch.Tensor:
         """The teacher's pooled last-stage feature, ``(N, in_channels)``."""

@@ -9,7 +9,7 @@ from mmengine.logging import MessageHub
 
 from mmpretrain.registry import MODELS
 from ..utils.prediction_memory import PredictionMemory
-from .teskd_loss import cross_entropy_any, kd_kl_div
+from .teskd_loss import cross_entropy_any, kd_terms
 
 DECAYS = ('cos', 'linear')
 
@@ -247,11 +247,9 @@ class DTSKDLoss(nn.Module):
                 if w:
                     losses[f'loss_hist_{name}'] = self.hist_weight * w * \
                         cross_entropy_any(logits, hist[:, h])
-        if self.kd_weight:
-            kd_teacher = teacher.detach() if self.teacher_detach else teacher
-            for b, logits in zip(outs.student_ids, outs.student_logits):
-                losses[f'loss_kd_student{b}'] = self.kd_weight * kd_kl_div(
-                    logits, kd_teacher, self.temperature, self.kl_eps)
+        losses.update(
+            kd_terms(outs, self.kd_weight, self.temperature, self.kl_eps,
+                     self.teacher_detach))
         if self.training:
             probs = torch.stack(
                 [F.softmax(z.detach().float(), dim=1) for z in heads], dim=1)

@@ -38,6 +38,29 @@ def kd_kl_div(student_logits: torch.Tensor,
     return kl * temperature**2
 
 
+def kd_terms(outs, weight: float, temperature: float, eps: float,
+             teacher_detach: bool) -> Dict[str, torch.Tensor]:
+    """The structural teacher: ``loss_kd_student{b}`` for every student.
+
+    Args:
+        outs (BranchOutputs): The head's outputs for all branches.
+        weight (float): Weight of each term; 0 gives no terms.
+        temperature (float): The temperature ``T``.
+        eps (float): Added to the teacher's probabilities.
+        teacher_detach (bool): Stop the gradient at the teacher's logits.
+    """
+    if not weight:
+        return {}
+    teacher = outs.teacher_logits
+    if teacher_detach:
+        teacher = teacher.detach()
+    return {
+        f'loss_kd_student{b}':
+        weight * kd_kl_div(logits, teacher, temperature, eps)
+        for b, logits in zip(outs.student_ids, outs.student_logits)
+    }
+
+
 @MODELS.register_module()
 class TESKDLoss(nn.Module):
     """Loss of Teacher Evolution via Self-Knowledge Distillation.
@@ -102,27 +125,24 @@ class TESKDLoss(nn.Module):
             dict[str, Tensor]: The weighted terms, named per term and branch.
         """
         losses = {}
-        teacher = outs.teacher_logits
         if self.ce_weight:
-            losses['loss_ce_teacher'] = \
-                self.ce_weight * cross_entropy_any(teacher, target)
-        kd_teacher = teacher.detach() if self.teacher_detach else teacher
-        teacher_feat = outs.teacher_feat.detach()
-        for b, logits, feat in zip(outs.student_ids, outs.student_logits,
-                                   outs.student_feats):
-            if self.ce_weight:
+            losses['loss_ce_teacher'] = self.ce_weight * cross_entropy_any(
+                outs.teacher_logits, target)
+            for b, logits in zip(outs.student_ids, outs.student_logits):
                 losses[f'loss_ce_student{b}'] = \
                     self.ce_weight * cross_entropy_any(logits, target)
-            if self.kd_weight:
-                losses[f'loss_kd_student{b}'] = self.kd_weight * kd_kl_div(
-                    logits, kd_teacher, self.temperature, self.kl_eps)
-            if self.fea_weight:
-                # A sum over the batch: under DDP, which averages gradients
-                # over the processes, scale by their number so that the
-                # gradient is that of the sum over the global batch. In fp32:
-                # the sum of squares is about 25,000 per 64 images at
-                # initialisation and grows, past fp16's 65,504.
+        losses.update(
+            kd_terms(outs, self.kd_weight, self.temperature, self.kl_eps,
+                     self.teacher_detach))
+        if self.fea_weight:
+            # A sum over the batch: under DDP, which averages gradients over
+            # the processes, scale by their number so that the gradient is
+            # that of the sum over the global batch. In fp32: the sum of
+            # squares is about 25,000 per 64 images at initialisation and
+            # grows, past fp16's 65,504.
+            scale = self.fea_weight * get_world_size()
+            teacher_feat = outs.teacher_feat.detach().float()
+            for b, feat in zip(outs.student_ids, outs.student_feats):
                 losses[f'loss_fea_student{b}'] = \
-                    self.fea_weight * get_world_size() * \
-                    (feat.float() - teacher_feat.float()).pow(2).sum()
+                    scale * (feat.float() - teacher_feat).pow(2).sum()
         return losses

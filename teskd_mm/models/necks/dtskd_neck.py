@@ -39,6 +39,8 @@ class DTSKDNeck(MFMNeck):
         students (Sequence[int]): The levels that feed a student. Defaults
             to ``(1, 2, 3)``.
         norm_cfg (dict): Config of the normalization layers.
+        fast (bool): As in :class:`MFMNeck` (the mixed fuse without its
+            concatenation). Defaults to True.
         init_cfg (dict, optional): Initialization config. Defaults to None.
     """
 
@@ -48,6 +50,7 @@ class DTSKDNeck(MFMNeck):
                  fusion: str = 'mixed',
                  students: Sequence[int] = (1, 2, 3),
                  norm_cfg: dict = dict(type='BN'),
+                 fast: bool = True,
                  init_cfg: Optional[dict] = None) -> None:
         top = tuple(in_channels)[-1] if len(tuple(in_channels)) else None
         if out_channels is not None and out_channels != top:
@@ -61,9 +64,13 @@ class DTSKDNeck(MFMNeck):
             fusion=fusion,
             students=students,
             norm_cfg=norm_cfg,
+            fast=fast,
             init_cfg=init_cfg)
-        # The deepest level is the pooled last stage itself.
-        self.lateral_top = nn.AdaptiveAvgPool2d(1)
+
+    def build_lateral_top(self, in_channels: int,
+                          out_channels: int) -> nn.Module:
+        """The pooled last stage itself: no parameters."""
+        return nn.AdaptiveAvgPool2d(1)
 
     def build_lateral(self, in_channels: int, out_channels: int) -> nn.Module:
         """Global average pool, then 1x1 conv-BN-ReLU."""

@@ -9,7 +9,7 @@ from mmengine.model import BaseModule
 
 from mmpretrain.registry import MODELS
 
-from ..utils.fast_conv import is_pointwise, mixed_fuse
+from ..utils.fast_conv import is_pointwise, mixed_fuse, norm_act
 
 FUSION_MODES = ('mixed', 'add', 'concat', 'none')
 
@@ -34,41 +34,38 @@ class MFMOutput(NamedTuple):
 class Upsample(nn.Module):
     """Bilinear x2 upsampling with ``align_corners=True``, then 1x1 conv-BN-ReLU.
 
-    The 1x1 conv runs before the interpolation, on the 4x smaller map: both
-    are linear, one across channels and the other across pixels with
-    weights that sum to one, so they commute (bias included). The result is
-    the same up to rounding at a quarter of the conv's cost. The output is
-    in the channels_last memory format, which the 1x1 convs of the fusion
-    run faster in on CPU.
+    With ``fast=True`` the 1x1 conv runs before the interpolation, on the 4x
+    smaller map: both are linear, one across channels and the other across
+    pixels with weights that sum to one, so they commute (bias included).
+    BN stays after the interpolation, whose batch statistics are those of
+    the upsampled map. The result is the same up to rounding at a quarter of
+    the conv's cost, in the channels_last memory format, in which the 1x1
+    convs of the fusion run as plain matrix products.
 
     Args:
         channels (int): Input and output channels.
         norm_cfg (dict): Config of the normalization layer.
+        fast (bool): Run the rewrite above. Defaults to True.
     """
 
-    def __init__(self, channels: int, norm_cfg: dict) -> None:
+    def __init__(self, channels: int, norm_cfg: dict,
+                 fast: bool = True) -> None:
         super().__init__()
+        self.fast = fast
         self.conv = ConvModule(channels, channels, 1, norm_cfg=norm_cfg)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        conv = self.conv
-        if not is_pointwise(conv):
-            x = F.interpolate(
-                x, scale_factor=2, mode='bilinear', align_corners=True)
-            return conv(x)
-        # A 1x1 conv and bilinear interpolation (weights summing to one)
-        # commute, so the conv runs on the 4x smaller map. BN stays after
-        # the interpolation: its batch statistics are those of the
-        # upsampled map. In channels_last the 1x1 convs are plain matmuls;
-        # the format carries on into the fusion and the student branches.
+        if not (self.fast and is_pointwise(self.conv)):
+            return self.conv(
+                F.interpolate(
+                    x, scale_factor=2, mode='bilinear', align_corners=True))
         x = x.contiguous(memory_format=torch.channels_last)
         x = F.interpolate(
-            conv.conv(x), scale_factor=2, mode='bilinear', align_corners=True)
-        if conv.with_norm:
-            x = conv.norm(x)
-        if conv.with_activation:
-            x = conv.activate(x)
-        return x
+            self.conv.conv(x),
+            scale_factor=2,
+            mode='bilinear',
+            align_corners=True)
+        return norm_act(self.conv, x)
 
 
 @MODELS.register_module()
@@ -102,6 +99,12 @@ class MFMNeck(BaseModule):
             ``(2, 3)`` and ``(3,)``.
         norm_cfg (dict): Config of the normalization layers. Defaults to
             ``dict(type='BN')``.
+        fast (bool): Run the exact rewrites of
+            :mod:`~teskd_mm.models.utils.fast_conv` (the 1x1 conv before the
+            upsampling, the mixed fuse without its concatenation, the
+            channels_last memory format). ``False`` runs the plain
+            transcription of the published module; outputs agree to
+            rounding and checkpoints are the same. Defaults to True.
         init_cfg (dict, optional): Initialization config. Defaults to None.
     """
 
@@ -111,6 +114,7 @@ class MFMNeck(BaseModule):
                  fusion: str = 'mixed',
                  students: Sequence[int] = (1, 2, 3),
                  norm_cfg: dict = dict(type='BN'),
+                 fast: bool = True,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         in_channels = tuple(int(c) for c in in_channels)
@@ -135,6 +139,7 @@ class MFMNeck(BaseModule):
         self.in_channels = in_channels
         self.out_channels = int(out_channels or in_channels[-1])
         self.fusion = fusion
+        self.fast = fast
         self.students = students
         self.num_levels = num_levels
         # Levels from the shallowest student up to L-1 must be fused, even
@@ -143,7 +148,7 @@ class MFMNeck(BaseModule):
 
         C = self.out_channels
         self.norm_cfg = norm_cfg
-        self.lateral_top = self.build_lateral(in_channels[-1], C)
+        self.lateral_top = self.build_lateral_top(in_channels[-1], C)
         self.laterals = nn.ModuleDict()
         self.upsamples = nn.ModuleDict()
         self.fuses = nn.ModuleDict()
@@ -155,15 +160,20 @@ class MFMNeck(BaseModule):
             if fusion in ('mixed', 'concat'):
                 self.fuses[key] = self.build_fuse(2 * C, C)
 
-    # The three building blocks; subclasses that fuse other kinds of maps
-    # (e.g. pooled vectors) override these and keep the top-down order.
+    # The building blocks; subclasses that fuse other kinds of maps (e.g.
+    # pooled vectors) override these and keep the top-down order.
+    def build_lateral_top(self, in_channels: int,
+                          out_channels: int) -> nn.Module:
+        """The start of the top-down path, ``S_L``, from the last stage."""
+        return self.build_lateral(in_channels, out_channels)
+
     def build_lateral(self, in_channels: int, out_channels: int) -> nn.Module:
         """1x1 conv-BN-ReLU from a backbone stage to the fused width."""
         return ConvModule(in_channels, out_channels, 1, norm_cfg=self.norm_cfg)
 
     def build_upsample(self, channels: int) -> nn.Module:
         """x2 bilinear upsampling followed by 1x1 conv-BN-ReLU."""
-        return Upsample(channels, self.norm_cfg)
+        return Upsample(channels, self.norm_cfg, self.fast)
 
     def build_fuse(self, in_channels: int, out_channels: int) -> nn.Module:
         """1x1 conv-BN-ReLU over the concatenation."""
@@ -184,6 +194,12 @@ class MFMNeck(BaseModule):
                 f'gives shapes {[tuple(x.shape) for x in inputs]}; set the '
                 'backbone to return unpooled maps (for ConvNeXt: '
                 'gap_before_final_norm=False).')
+        sizes = [tuple(x.shape[-2:]) for x in inputs]
+        if any(a[0] < b[0] or a[1] < b[1] for a, b in zip(sizes, sizes[1:])):
+            raise ValueError(
+                f'MFMNeck takes the backbone stages shallow to deep, but '
+                f'their sizes {sizes} grow along the list; give the '
+                'backbone\'s out_indices in increasing order.')
         channels = tuple(x.shape[1] for x in inputs)
         if channels != self.in_channels:
             raise ValueError(
@@ -201,8 +217,8 @@ class MFMNeck(BaseModule):
                     f'MFMNeck needs every stage at twice the size of the '
                     f'next one, but stage {b} is {tuple(low)} and stage '
                     f'{b + 1} is {tuple(high)}; use an input size that '
-                    f'halves evenly through the backbone (for a total '
-                    f'stride of 32: a multiple of 32, such as 32 or 224).')
+                    'halves evenly through the backbone (a multiple of its '
+                    'total stride).')
 
     def forward(self, inputs: Sequence[torch.Tensor]) -> MFMOutput:
         """Fuse the backbone's stages top-down.
@@ -223,15 +239,17 @@ class MFMNeck(BaseModule):
             if self.fusion == 'none':
                 fused[b] = s = u
                 continue
-            # u is channels_last (see Upsample); the lateral follows suit,
-            # so that the sums and 1x1 convs below see one memory format.
-            lat = self.laterals[key](
-                inputs[b - 1].contiguous(memory_format=torch.channels_last))
+            stage = inputs[b - 1]
+            if self.fast:
+                # u is channels_last (see Upsample); the lateral follows,
+                # so that the sums and 1x1 convs see one memory format.
+                stage = stage.contiguous(memory_format=torch.channels_last)
+            lat = self.laterals[key](stage)
             if self.fusion == 'add':
                 s = u + lat
             elif self.fusion == 'mixed':
-                # = fuse(cat([u + lat, u])), without building the concat.
-                s = mixed_fuse(self.fuses[key], u, lat)
+                s = mixed_fuse(self.fuses[key], u, lat) if self.fast else \
+                    self.fuses[key](torch.cat([u + lat, u], dim=1))
             else:  # concat
                 s = self.fuses[key](torch.cat([u, lat], dim=1))
             fused[b] = s

@@ -1,8 +1,11 @@
 """Exact rewrites of TESKD's convolutions that run faster.
 
-Each computes the same function as the modules whose parameters it uses, up
-to floating-point rounding, and falls back to running the modules as they
-are where the rewrite does not apply; checkpoints are unchanged.
+The modules of this package run them when built with ``fast=True`` (the
+default); ``fast=False`` runs the plain transcription of the published
+architecture instead. Each rewrite computes the same function as the
+modules whose parameters it uses, up to floating-point rounding, and falls
+back to running the modules as they are where it does not apply;
+checkpoints are the same either way.
 """
 import torch
 import torch.nn as nn
@@ -83,16 +86,12 @@ def mixed_fuse(fuse: nn.Module, u: torch.Tensor,
     conv = fuse.conv
     w_a, w_b = conv.weight.split(u.shape[1], dim=1)
     x = F.conv2d(lat, w_a, conv.bias).add_(F.conv2d(u, w_a + w_b))
-    if fuse.with_norm:
-        x = fuse.norm(x)
-    if fuse.with_activation:
-        x = fuse.activate(x)
-    return x
+    return norm_act(fuse, x)
 
 
 def can_patchify(module: nn.Module) -> bool:
     """Whether a ConvModule can run as :func:`patchify_conv` and
-    :func:`conv_module_tail`: a plain conv with kernel == stride, no
+    :func:`norm_act`: a plain conv with kernel == stride, no
     padding, dilation 1, one group, then a batch norm (or none), in mmcv's
     default order."""
     conv = getattr(module, 'conv', None)
@@ -109,15 +108,19 @@ def can_patchify(module: nn.Module) -> bool:
                  or isinstance(module.norm, _BatchNorm)))
 
 
-def conv_module_tail(module: nn.Module, rows: torch.Tensor) -> torch.Tensor:
-    """Apply a ConvModule's norm and activation to ``(M, C)`` pixel rows.
+def norm_act(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Apply a ConvModule's norm and activation, after its conv has run.
 
-    Batch norm over ``(N, C, h, w)`` takes its statistics over the
-    ``N*h*w`` pixels; viewing the rows as ``(M, C, 1, 1)`` gives it the same
-    pixels, so the module's own norm layer (BN, SyncBN, ...) runs as is.
+    ``x`` is a map ``(N, C, H, W)`` or pixel rows ``(M, C)``. Batch norm over
+    ``(N, C, h, w)`` takes its statistics over the ``N*h*w`` pixels; viewing
+    the rows as ``(M, C, 1, 1)`` gives it the same pixels, so the module's
+    own norm layer (BN, SyncBN, ...) runs as is.
     """
+    rows = x.dim() == 2
+    if rows:
+        x = x.reshape(*x.shape, 1, 1)
     if module.with_norm:
-        rows = module.norm(rows.reshape(*rows.shape, 1, 1)).flatten(1)
+        x = module.norm(x)
     if module.with_activation:
-        rows = module.activate(rows)
-    return rows
+        x = module.activate(x)
+    return x.flatten(1) if rows else x

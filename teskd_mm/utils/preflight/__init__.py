@@ -2,10 +2,12 @@
 
 A mistyped config should fail in seconds, with a message that names the
 problem and the value that would fit, and before the Runner creates a work
-directory or writes a log. :func:`check_config` builds the data sets lazily
-(no image is read), builds the model and runs it on a dummy batch at the
-input size the pipeline produces, and checks the checkpoint a run would
-resume from or test. It writes nothing and restores the random state.
+directory or writes a log. :func:`check_config` checks what no component
+checks on its own: the data sets (built lazily, no image decoded), the
+class counts against the data, one pass of the model on a dummy batch at
+the input size each split gives (the components' own checks speak there),
+and the checkpoint a run would resume from or test. It writes nothing and
+restores the random state.
 """
 import contextlib
 import random
@@ -14,17 +16,12 @@ import numpy as np
 import torch
 from mmengine.config import Config
 
-from .checkpoint import (check_checkpoint_fits, checkpoint_problem,
-                         resolve_resume)
+from ..checkpoint import check_checkpoint_fits, resolve_resume
 from .data import check_data
-from .errors import ConfigCheckError
-from .model import (build_model, check_classes, check_multi_branch,
-                    run_dummy_batch, set_find_unused)
+from .model import build_model, check_classes, run_dummy_batch, \
+    set_find_unused
 
-__all__ = [
-    'ConfigCheckError', 'check_config', 'check_data', 'checkpoint_problem',
-    'resolve_resume'
-]
+__all__ = ['check_config', 'check_data']
 
 
 @contextlib.contextmanager
@@ -45,13 +42,12 @@ def check_config(cfg: Config,
     """Check a config before the Runner is built; raise on the first fault.
 
     Checks, in order: every data set the run reads (root, layout, class
-    count, input size); the model builds; for MFMNeck/MultiBranchClsHead
-    models, the stage count and channels against the neck and head, the
-    students, and the sizes at the pipeline's input size against the
-    neck's halving and the branch kernels; the head's class count against
-    the data; one forward (and, when distributed, backward) pass on a dummy
-    batch; the checkpoint to resume from or test. Where DDP would find
-    parameters without gradient, ``find_unused_parameters`` is switched on.
+    count); the model builds; the head's class count against the data; one
+    pass (training: forward and loss, and backward when distributed;
+    testing: prediction) on a dummy batch at each split's input size; the
+    checkpoint to resume from or test, by its structure. Where DDP would
+    find parameters without gradient, ``find_unused_parameters`` is
+    switched on.
 
     Args:
         cfg (Config): The config as the Runner will get it; ``load_from``
@@ -70,20 +66,13 @@ def check_config(cfg: Config,
     with _kept_random_state():
         infos = check_data(cfg, mode, distributed)
         model = build_model(cfg)
-        check_classes(cfg, model, infos)
-        for info in infos.values():
-            if info.image_size is None:
-                info.image_size = (224, 224)
-        sizes = list(dict.fromkeys(i.image_size for i in infos.values()))
-        check_multi_branch(cfg, model, sizes)
+        check_classes(model, infos)
         unused = run_dummy_batch(
-            cfg, model, infos, mode,
-            need_grads=distributed and mode == 'train')
+            cfg, model, infos, need_grads=distributed and mode == 'train')
         if distributed:
             set_find_unused(cfg, unused)
-        checkpoint = resolve_resume(
+        ckpt = resolve_resume(
             cfg, what='The checkpoint' if mode == 'test' else None)
-        if checkpoint and '://' not in checkpoint and (
-                mode == 'test' or cfg.get('resume')):
-            check_checkpoint_fits(model, checkpoint)
+        if ckpt is not None and (mode == 'test' or cfg.get('resume')):
+            check_checkpoint_fits(model, ckpt, cfg.load_from)
     return cfg

@@ -1,44 +1,19 @@
 """Pre-flight checks of the data sets a run reads.
 
 Each data set is built lazily (no image read): its root and layout are
-checked, its class count and the input size its pipeline gives are noted.
+checked, its class count and input size are noted.
 """
 import contextlib
 import copy
 import os
 import os.path as osp
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from mmengine.config import Config
 
-from .errors import ConfigCheckError
-from .errors import clean_message as _clean
-
-# Transforms whose output size is fixed, and the argument that gives it.
-SIZE_ARGS = {
-    'RandomCrop': 'crop_size',
-    'CenterCrop': 'crop_size',
-    'RandomResizedCrop': 'scale',
-    'EfficientNetRandomCrop': 'scale',
-    'EfficientNetCenterCrop': 'crop_size',
-    'Resize': 'scale',
-}
-
-
-def _pipeline_size(pipeline: Sequence) -> Optional[Tuple[int, int]]:
-    """The (h, w) the last fixed-size transform of a pipeline produces."""
-    size = None
-    for t in pipeline or []:
-        if not isinstance(t, dict) or t.get('type') not in SIZE_ARGS:
-            continue
-        value = t.get(SIZE_ARGS[t['type']])
-        if isinstance(value, int):
-            size = (value, value)
-        elif isinstance(value, (tuple, list)) and len(value) == 2:
-            # mmcv's Resize takes (w, h); the crops take (h, w).
-            size = (value[1], value[0]) if t['type'] == 'Resize' else \
-                tuple(value)
-    return size
+from ..errors import ConfigCheckError
+from ..errors import clean_message as _clean
+from ..inputs import first_image, input_size
 
 
 class DataInfo:
@@ -52,23 +27,6 @@ class DataInfo:
         self.where = where
         self.num_classes: Optional[int] = None
         self.image_size: Optional[Tuple[int, int]] = None
-        self.pipeline: List = []
-
-
-def _first_image(folder: str, extensions: Tuple[str, ...]) -> Optional[str]:
-    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
-        if entry.is_file() and entry.name.lower().endswith(extensions):
-            return entry.path
-    return None
-
-
-def _image_size(path: str) -> Optional[Tuple[int, int]]:
-    try:
-        from PIL import Image
-        with Image.open(path) as img:
-            return img.size[1], img.size[0]
-    except Exception:
-        return None
 
 
 def _check_image_folders(ds, info: DataInfo) -> None:
@@ -99,7 +57,7 @@ def _check_image_folders(ds, info: DataInfo) -> None:
             f'{root}/<class name>/<image>. Put the images into one folder '
             'per class, or give an ann_file of "<path> <label>" lines.')
     empty = [f for f in folders
-             if _first_image(osp.join(root, f), extensions) is None]
+             if first_image(osp.join(root, f), extensions) is None]
     if empty:
         raise ConfigCheckError(
             f'{where}: the class folders {empty[:5]} under {root} hold no '
@@ -112,8 +70,6 @@ def _check_image_folders(ds, info: DataInfo) -> None:
             f'data set names {len(classes)} classes; set classes to the '
             f'{len(folders)} folder names {folders[:10]} or fix the folders.')
     info.num_classes = len(folders)
-    image = _first_image(osp.join(root, folders[0]), extensions)
-    info.image_size = _image_size(image) if image else None
 
 
 def _check_ann_file(ds, info: DataInfo) -> None:
@@ -141,7 +97,6 @@ def _check_ann_file(ds, info: DataInfo) -> None:
 def _check_cifar(ds, info: DataInfo, distributed: bool) -> None:
     """mmpretrain's CIFAR family: files in ``<data_root>/<base_folder>``."""
     info.num_classes = len(ds.metainfo['classes'])
-    info.image_size = (32, 32)
     if ds._check_integrity():
         return
     root = osp.abspath(ds.data_prefix['root'])
@@ -182,7 +137,6 @@ def _check_dataset(ds_cfg: dict, info: DataInfo, distributed: bool) -> None:
             counts.add(info.num_classes)
         info.num_classes = max(counts) if None not in counts else None
         return
-    info.pipeline = list(ds_cfg.get('pipeline', []))
     lazy = copy.deepcopy(dict(ds_cfg))
     lazy['lazy_init'] = True
     try:
@@ -239,6 +193,6 @@ def check_data(cfg: Config, mode: str = 'train',
                 f'{mode} needs.')
         info = DataInfo(f'{split}_dataloader.dataset')
         _check_dataset(loader['dataset'], info, distributed)
-        info.image_size = _pipeline_size(info.pipeline) or info.image_size
+        info.image_size = input_size(cfg, split)
         infos[split] = info
     return infos
