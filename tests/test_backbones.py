@@ -7,11 +7,9 @@ from mmpretrain.models.backbones import VGG, ResNet_CIFAR, SEResNet
 from teskd_mm.models.backbones import (VGG_CIFAR, ResNeXt_CIFAR,
                                        ResNeXtBasicBlock, SEResNet_CIFAR)
 
+from conftest import n_params
+
 RESNET_STAGES = [(64, 32), (128, 16), (256, 8), (512, 4)]
-
-
-def num_params(module):
-    return sum(p.numel() for p in module.parameters())
 
 
 # Parameter counts of the published CIFAR networks' feature extractors,
@@ -61,7 +59,7 @@ def test_resnet_family_stages_and_size(cls, depth, expected):
     model = cls(depth, out_indices=(0, 1, 2, 3))
     outs = model(torch.rand(1, 3, 32, 32))
     assert [(o.shape[1], o.shape[-1]) for o in outs] == RESNET_STAGES
-    assert num_params(model) == expected
+    assert n_params(model) == expected
 
 
 @pytest.mark.parametrize('depth,widths', [
@@ -70,7 +68,7 @@ def test_resnet_family_stages_and_size(cls, depth, expected):
 ])
 def test_vgg_cifar_is_mmpretrain_vgg_regrouped(depth, widths):
     model = VGG_CIFAR(depth, out_indices=(0, 1, 2, 3))
-    assert num_params(model) == _vgg(widths)
+    assert n_params(model) == _vgg(widths)
     # The same layers as mmpretrain's VGG with BN: the weights load one to
     # one and the four stages are VGG's stages 1-4.
     stock = VGG(depth, norm_cfg=dict(type='BN'), out_indices=(1, 2, 3, 4))
@@ -105,7 +103,7 @@ def test_resnext_basic_block_width():
     assert block.conv1.groups == block.conv2.groups == 1
     # One path of width 64 is ResNet's basic block: same size as ResNet-18.
     plain = ResNeXt_CIFAR(18, groups=1, width_per_group=64)
-    assert num_params(plain) == num_params(ResNet_CIFAR(18))
+    assert n_params(plain) == n_params(ResNet_CIFAR(18))
     with pytest.raises(ValueError, match='multiple of base_channels=64'):
         ResNeXtBasicBlock(64, 100, groups=3, width_per_group=7)
 

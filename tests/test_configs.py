@@ -1,26 +1,20 @@
 """Every config builds and trains a step; the paper's configs say what they
 claim; the teachers have their baselines' size; the metafile is true."""
-import copy
 import functools
 import glob
-import itertools
 import os.path as osp
 
-import mmengine.config.utils as config_utils
 import pytest
 import torch
 from mmengine.analysis import get_model_complexity_info
 from mmengine.config import Config
 from mmengine.fileio import load
-from mmengine.logging import MessageHub
-from mmengine.optim import build_optim_wrapper
 
 from mmpretrain.registry import MODELS
-from mmpretrain.structures import DataSample
 
 from teskd_mm.apis.deploy import MULTI_BRANCH_HEADS, deploy, stock_model_cfg
 
-from conftest import ROOT
+from conftest import ROOT, expected_loss_keys, n_params, train_one_step
 
 # Every config a user runs; configs/_base_/ holds their parts.
 CONFIGS = sorted(
@@ -44,41 +38,10 @@ ABLATIONS = {
 }
 
 
-@pytest.fixture(scope='module', autouse=True)
-def read_mmpretrain_index_once():
-    """mmengine re-reads mmpretrain's 340 metafiles for every
-    ``mmpretrain::`` base (0.7 s each); the files do not change, so the test
-    reads each once."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(config_utils, 'load', functools.lru_cache(None)(load))
-        yield
-
-
 @functools.lru_cache(None)
 def load_cfg(path: str) -> Config:
     """A config by its path from the project root (shared: do not change)."""
     return Config.fromfile(osp.join(ROOT, path))
-
-
-def model_cfg(cfg: Config) -> dict:
-    """The model config as the Runner builds it."""
-    model = copy.deepcopy(cfg.model)
-    if 'data_preprocessor' in cfg:
-        model.setdefault('data_preprocessor', cfg.data_preprocessor)
-    return model
-
-
-INIT_FUNCTIONS = ('uniform_', 'normal_', 'trunc_normal_', 'constant_',
-                  'ones_', 'zeros_', 'kaiming_uniform_', 'kaiming_normal_',
-                  'xavier_uniform_', 'xavier_normal_')
-
-
-def num_params(cfg: dict) -> int:
-    """Count without drawing initial values, which the count ignores."""
-    with pytest.MonkeyPatch.context() as mp:
-        for name in INIT_FUNCTIONS:
-            mp.setattr(torch.nn.init, name, lambda t, *args, **kwargs: t)
-        return sum(p.numel() for p in MODELS.build(cfg).parameters())
 
 
 @functools.lru_cache(None)
@@ -87,71 +50,7 @@ def deployed_params(path: str) -> int:
     model = load_cfg(path).model
     if model.head.type in MULTI_BRANCH_HEADS:
         model = stock_model_cfg(model)
-    return num_params(model)
-
-
-def input_size(cfg: Config) -> int:
-    """A small input size the config's model takes: 32 for CIFAR-size
-    pipelines; for larger crops 64, which still halves through the four
-    stride-2 stages of an ImageNet ResNet (16, 8, 4, 2 px)."""
-    sizes = []
-    for t in cfg.train_dataloader.dataset.get('pipeline', []):
-        for key in ('crop_size', 'scale'):
-            v = t.get(key)
-            if isinstance(v, int):
-                sizes.append(v)
-            elif isinstance(v, (tuple, list)):
-                sizes.extend(v)
-    return 64 if max(sizes, default=224) >= 64 else max(sizes)
-
-
-def random_batch(size: int, num_classes: int) -> dict:
-    return dict(
-        inputs=[
-            torch.randint(0, 256, (3, size, size), dtype=torch.uint8)
-            for _ in range(2)
-        ],
-        data_samples=[
-            DataSample(metainfo=dict(sample_idx=i)).set_gt_label(
-                i % num_classes) for i in range(2)
-        ])
-
-
-def expected_loss_keys(head: dict) -> set:
-    loss = head.get('loss', {})
-    keys = {'loss_ce_teacher'}
-    for b in head.get('students', (1, 2, 3)):
-        keys.add(f'loss_ce_student{b}')
-        if loss.get('kd_weight', 0.8):
-            keys.add(f'loss_kd_student{b}')
-        if loss.get('fea_weight', 1e-7):
-            keys.add(f'loss_fea_student{b}')
-    return keys
-
-
-_hubs = itertools.count()
-
-
-def train_one_step(cfg: Config, steps: int = 1) -> tuple:
-    """Build the model and take ``steps`` SGD steps on random images, as the
-    Runner would (epoch 0 in the message hub)."""
-    # A fresh hub of its own, which becomes the current one.
-    hub = MessageHub.get_instance(f'test_configs_{next(_hubs)}')
-    hub.update_info('epoch', 0)
-    hub.update_info('iter', 0)
-    hub.update_info('max_epochs', cfg.train_cfg.get('max_epochs', 1))
-    torch.manual_seed(0)
-    model = MODELS.build(model_cfg(cfg))
-    model.init_weights()
-    model.train()
-    optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
-    watched = [next(model.backbone.parameters()), model.head.fc.weight]
-    before = [p.detach().clone() for p in watched]
-    batch = random_batch(input_size(cfg), model.head.num_classes)
-    for _ in range(steps):
-        losses = model.train_step(batch, optim_wrapper)
-    changed = [not torch.equal(a, p) for a, p in zip(before, watched)]
-    return model, losses, changed
+    return n_params(model)
 
 
 @pytest.mark.parametrize('path', CONFIGS)

@@ -12,10 +12,7 @@ from mmpretrain.registry import MODELS
 from teskd_mm.apis.deploy import stock_model_cfg
 from teskd_mm.utils import ConfigCheckError, check_config
 
-from conftest import ROOT
-from test_configs import (expected_loss_keys, num_params,  # noqa: F401
-                          random_batch, read_mmpretrain_index_once,
-                          train_one_step)
+from conftest import ROOT, expected_loss_keys, n_params, train_one_step
 
 README = osp.join(ROOT, 'configs', 'teskd', 'README.md')
 
@@ -79,7 +76,7 @@ def check_trains_and_deploys(cfg: Config, stock: Config) -> None:
     assert set(losses) == expected_loss_keys(cfg.model.head) | {'loss'}
     assert all(torch.isfinite(v) for v in losses.values())
     assert all(changed)
-    assert num_params(stock_model_cfg(cfg.model)) == num_params(stock.model)
+    assert n_params(stock_model_cfg(cfg.model)) == n_params(stock.model)
 
 
 def test_readme_example_trains_and_deploys_to_stock_resnet50(tmp_path):
@@ -103,11 +100,12 @@ def test_mixin_on_stock_config(family, tmp_path):
 
 
 def step_error(cfg: Config, size: int) -> str:
+    from teskd_mm.utils.inputs import dummy_batch
     model = MODELS.build(cfg.model)
     model.train()
+    batch = dummy_batch(cfg, size=(size, size), num_classes=10)
     with pytest.raises(ValueError) as e:
-        model.loss(*model.data_preprocessor(random_batch(size, 10),
-                                            True).values())
+        model.loss(*model.data_preprocessor(batch, True).values())
     return str(e.value)
 
 

@@ -1,14 +1,19 @@
 """Export the trained teacher of a TESKD model as a stock mmpretrain model.
 
     python tools/deploy.py CONFIG CHECKPOINT OUT_DIR [--overwrite]
+        [--cfg-options KEY=VALUE ...]
 
 Writes OUT_DIR/<config>_deploy.py (backbone + GlobalAveragePooling +
-LinearClsHead) and OUT_DIR/<config>_teacher.pth (the teacher's weights only),
-which plain mmpretrain loads without this package, e.g.
-``mmpretrain.get_model(cfg_path, pretrained=ckpt_path)``.
+LinearClsHead) and OUT_DIR/<config>_teacher.pth (the teacher's weights and
+the training set's class names), which plain mmpretrain loads without this
+package, e.g. ``mmpretrain.get_model(cfg_path, pretrained=ckpt_path)``. The
+deployed config is the one the checkpoint was trained with (saved in it);
+CONFIG, with --cfg-options, must agree with it on the model.
 """
 import argparse
 import sys
+
+from mmengine.config import DictAction
 
 from teskd_mm.utils import setup_runtime
 
@@ -22,12 +27,18 @@ def main(argv=None) -> int:
         '--overwrite',
         action='store_true',
         help='replace deployed files that already exist in OUT_DIR')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override settings of the config, as key=value pairs')
     args = parser.parse_args(argv)
     setup_runtime()
     from teskd_mm.apis import DeployError, deploy
     try:
         cfg_out, ckpt_out = deploy(args.config, args.checkpoint, args.out_dir,
-                                   overwrite=args.overwrite)
+                                   overwrite=args.overwrite,
+                                   cfg_options=args.cfg_options)
     except DeployError as e:
         print(f'deploy: error: {e}', file=sys.stderr)
         return 2

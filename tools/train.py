@@ -8,13 +8,16 @@ import os
 import os.path as osp
 import sys
 
+import torch
+import torch.distributed as torch_dist
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
 from teskd_mm.utils import (ConfigCheckError, check_config,
                             close_distributed, init_cpu_distributed,
-                            missing_reliability_hooks, prepare_cfg,
-                            setup_runtime)
+                            launch_rank, missing_reliability_hooks,
+                            prepare_cfg, setup_runtime)
+from teskd_mm.utils.work_dir import claim_work_dir, release
 
 
 def parse_args():
@@ -28,6 +31,11 @@ def parse_args():
         const='auto',
         help='resume from the given checkpoint, or from the latest one in '
         'the work dir when no path is given')
+    parser.add_argument(
+        '--force',
+        action='store_true',
+        help='start a new run in a work dir that holds an earlier run\'s '
+        'checkpoints, moving them into superseded_<time>/ first')
     parser.add_argument(
         '--amp', action='store_true', help='automatic mixed precision')
     parser.add_argument(
@@ -68,6 +76,10 @@ def merge_args(cfg: Config, args) -> Config:
         cfg.work_dir = osp.join('./work_dirs',
                                 osp.splitext(osp.basename(args.config))[0])
     if args.amp:
+        if not torch.cuda.is_available():
+            sys.exit('train.py: error: --amp trains with mmengine\'s '
+                     'AmpOptimWrapper, which needs a CUDA GPU, and none is '
+                     'available; train without --amp (fp32).')
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
     if args.resume == 'auto':
@@ -100,6 +112,30 @@ def merge_args(cfg: Config, args) -> Config:
     return cfg
 
 
+def claim(cfg: Config, force: bool):
+    """Lock the work dir for this run (the first process of a launch), so
+    that no other run writes there, and refuse to start a new run over an
+    earlier one's checkpoints. The other processes wait for its verdict."""
+    lock, error = None, None
+    if launch_rank() == 0:
+        try:
+            lock, aside = claim_work_dir(cfg.work_dir, bool(cfg.get('resume')),
+                                         force)
+            if aside:
+                print(f'train.py: the earlier run\'s files are in {aside}',
+                      file=sys.stderr)
+        except ConfigCheckError as e:
+            error = e
+    if torch_dist.is_initialized():
+        verdict = [error is None]
+        torch_dist.broadcast_object_list(verdict, src=0)
+        if not verdict[0] and error is None:
+            sys.exit(1)  # the first process says why
+    if error is not None:
+        raise error
+    return lock
+
+
 def main():
     args = parse_args()
     setup_runtime()
@@ -115,13 +151,17 @@ def main():
     try:
         # Before the Runner: a refused config leaves no work dir behind.
         check_config(cfg, 'train', distributed=args.launcher != 'none')
+        lock = claim(cfg, args.force)
     except ConfigCheckError as e:
         sys.exit(f'train.py: error: {e}')
-    runner = Runner.from_cfg(cfg)
     try:
+        runner = Runner.from_cfg(cfg)
         runner.train()
     except NonFiniteLossError as e:
         sys.exit(f'train.py: error: {e}')
+    finally:
+        if lock is not None:
+            release(lock)
     close_distributed()
 
 

@@ -1,12 +1,14 @@
 """Turn a trained TESKD model into a stock mmpretrain classifier."""
 import copy
+import os
 import os.path as osp
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 from mmengine.config import Config, ConfigDict
 
 from ..utils.checkpoint import atomic_write
+from ..utils.config_diff import MODEL_KEYS, config_differences
 
 # The heads whose teacher is ``backbone -> global pool -> fc``.
 MULTI_BRANCH_HEADS = ('MultiBranchClsHead', 'DTSKDHead')
@@ -125,8 +127,8 @@ def stock_model_cfg(model_cfg: dict) -> dict:
     return _to_stock(stock)
 
 
-def load_state_dict(checkpoint: str) -> Dict[str, torch.Tensor]:
-    """Read the ``state_dict`` of a checkpoint, with clear errors."""
+def load_checkpoint(checkpoint: str) -> Tuple[Dict[str, torch.Tensor], dict]:
+    """Read a checkpoint's ``state_dict`` and ``meta``, with clear errors."""
     if not osp.isfile(checkpoint):
         raise DeployError(f'Checkpoint {checkpoint} does not exist.')
     try:
@@ -136,14 +138,46 @@ def load_state_dict(checkpoint: str) -> Dict[str, torch.Tensor]:
             f'Could not read checkpoint {checkpoint} ({type(e).__name__}: '
             f'{e}); it is corrupt or truncated, or not a PyTorch file. Use '
             'a checkpoint written completely by tools/train.py.') from e
+    meta = {}
     if isinstance(ckpt, dict) and isinstance(ckpt.get('state_dict'), dict):
+        meta = ckpt.get('meta') or {}
         ckpt = ckpt['state_dict']
     if not isinstance(ckpt, dict) or not all(
             isinstance(v, torch.Tensor) for v in ckpt.values()):
         raise DeployError(
             f'{checkpoint} holds no state_dict of tensors; it is not a model '
             'checkpoint written by tools/train.py.')
-    return ckpt
+    return ckpt, meta
+
+
+def trained_config(config: str, meta: dict,
+                   cfg_options: Optional[dict]) -> Config:
+    """The config the checkpoint was trained with, checked against the one
+    given.
+
+    mmengine saves the whole training config in every checkpoint's
+    ``meta['cfg']``, with the command-line overrides applied. The config
+    given (with ``cfg_options``) must agree with it on everything that
+    defines the model; the trained one is then the one deployed. A
+    checkpoint without a saved config deploys with the config given.
+    """
+    if not osp.isfile(config):
+        raise DeployError(f'Config {config} does not exist.')
+    given = Config.fromfile(config)
+    if cfg_options:
+        given.merge_from_dict(cfg_options)
+    if not meta.get('cfg'):
+        return given
+    trained = Config.fromstring(meta['cfg'], file_format='.py')
+    diffs = config_differences(given, trained, MODEL_KEYS)
+    if diffs:
+        shown = '; '.join(diffs[:5]) + ('; ...' if len(diffs) > 5 else '')
+        raise DeployError(
+            f'{config} does not describe the model the checkpoint was '
+            f'trained as: {shown}. Deploy with the config the run dumped '
+            'into its work dir, or pass --cfg-options with the values used '
+            'in training.')
+    return trained
 
 
 def teacher_state_dict(state: Dict[str, torch.Tensor],
@@ -223,15 +257,39 @@ def check_same_logits(cfg: Config, state: Dict[str, torch.Tensor],
             'neck\'s last input is.')
 
 
+def _check_writable(out_dir: str) -> None:
+    """An output folder that exists as a folder, or can be made, and can be
+    written to."""
+    folder = osp.abspath(out_dir)
+    while not osp.exists(folder):
+        folder = osp.dirname(folder)
+    if not osp.isdir(folder):
+        raise DeployError(
+            f'OUT_DIR {out_dir} cannot be made: {folder} is a file, not a '
+            'folder; choose another OUT_DIR.')
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise DeployError(
+            f'OUT_DIR {out_dir} cannot be written: {folder} is not writable '
+            'by this user; choose another OUT_DIR.')
+
+
 def deploy(config: str,
            checkpoint: str,
            out_dir: str,
-           overwrite: bool = False) -> Tuple[str, str]:
+           overwrite: bool = False,
+           cfg_options: Optional[dict] = None) -> Tuple[str, str]:
     """Write a stock mmpretrain config and a teacher-only checkpoint.
 
-    Everything is checked before anything is written: a config or checkpoint
-    that is not a TESKD model, a corrupt file, or existing outputs (without
-    ``overwrite``) raise :class:`DeployError` and leave ``out_dir`` as it was.
+    The deployed config is the one saved in the checkpoint at training
+    (command-line overrides included), which the config given must agree
+    with on the model, its data preprocessor and the test pipeline.
+    Everything is checked before anything is written: a config that
+    disagrees, a config or checkpoint that is not a TESKD model, a corrupt
+    file, a stock model that would not give the trained teacher's logits, an
+    output folder that cannot be written, or existing outputs (without
+    ``overwrite``) raise :class:`DeployError` and leave ``out_dir`` as it
+    was. The deployed checkpoint keeps the training data set's
+    ``dataset_meta`` (class names), as mmpretrain's inferencers read it.
 
     Args:
         config (str): The TESKD training config.
@@ -240,16 +298,16 @@ def deploy(config: str,
             ``<name>_teacher.pth``.
         overwrite (bool): Replace outputs that already exist. Defaults to
             False.
+        cfg_options (dict, optional): Overrides merged into ``config``, as
+            the other tools take them.
 
     Returns:
         tuple[str, str]: The config and checkpoint paths written.
     """
     from mmpretrain.registry import MODELS
-    if not osp.isfile(config):
-        raise DeployError(f'Config {config} does not exist.')
-    cfg = Config.fromfile(config)
+    state, train_meta = load_checkpoint(checkpoint)
+    cfg = trained_config(config, train_meta, cfg_options)
     model_cfg = stock_model_cfg(cfg.model)
-    state = load_state_dict(checkpoint)
     stock_model = MODELS.build(copy.deepcopy(model_cfg))
     teacher = teacher_state_dict(state, stock_model, checkpoint)
     stock_model.load_state_dict(teacher)
@@ -275,6 +333,7 @@ def deploy(config: str,
     name = osp.splitext(osp.basename(config))[0]
     cfg_out = osp.join(out_dir, f'{name}_deploy.py')
     ckpt_out = osp.join(out_dir, f'{name}_teacher.pth')
+    _check_writable(out_dir)
     existing = [p for p in (cfg_out, ckpt_out) if osp.exists(p)]
     if existing and not overwrite:
         raise DeployError(
@@ -283,6 +342,8 @@ def deploy(config: str,
     text = Config(ConfigDict(deployed)).pretty_text
     meta = dict(source_config=osp.abspath(config),
                 source_checkpoint=osp.abspath(checkpoint))
+    if train_meta.get('dataset_meta'):
+        meta['dataset_meta'] = train_meta['dataset_meta']
     # Each file appears only once complete (a killed deploy leaves no
     # truncated file); plain tensors and strings only, so that the
     # checkpoint loads with torch's weights_only=True.

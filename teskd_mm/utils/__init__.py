@@ -4,13 +4,15 @@ from .checkpoint import (atomic_write, check_checkpoint_fits,
 from .errors import ConfigCheckError
 from .preflight import check_config
 from .runtime import (RELIABILITY_HOOKS, close_distributed,
-                      init_cpu_distributed, missing_reliability_hooks,
+                      init_cpu_distributed, launch_rank,
+                      missing_reliability_hooks,
                       prepare_cfg, setup_runtime)
 
 __all__ = [
     'ConfigCheckError', 'RELIABILITY_HOOKS', 'atomic_write',
     'check_checkpoint_fits', 'check_config', 'checkpoint_problem',
     'close_distributed', 'init_cpu_distributed', 'last_checkpoint',
+    'launch_rank',
     'missing_reliability_hooks', 'prepare_cfg', 'read_checkpoint',
     'resolve_resume', 'setup_runtime'
 ]

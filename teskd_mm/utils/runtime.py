@@ -53,6 +53,15 @@ def init_cpu_distributed(launcher: str) -> bool:
     return True
 
 
+def launch_rank() -> int:
+    """This process's rank as the launcher set it, before any process group
+    exists (torchrun, slurm or MPI); 0 for a single process."""
+    for key in ('RANK', 'SLURM_PROCID', 'OMPI_COMM_WORLD_RANK'):
+        if key in os.environ:
+            return int(os.environ[key])
+    return 0
+
+
 def close_distributed() -> None:
     """End the process group, once every process has finished.
 

@@ -74,5 +74,6 @@ def check_config(cfg: Config,
         ckpt = resolve_resume(
             cfg, what='The checkpoint' if mode == 'test' else None)
         if ckpt is not None and (mode == 'test' or cfg.get('resume')):
-            check_checkpoint_fits(model, ckpt, cfg.load_from)
+            check_checkpoint_fits(
+                model, ckpt, cfg.load_from, cfg, exact=mode == 'train')
     return cfg
