@@ -115,6 +115,33 @@ def test_resumed_runner_restores_the_memory_exactly(trained):
                                           'epoch_2.pth'))[0])
 
 
+def test_test_tool_scores_a_dtskd_checkpoint(trained):
+    """The check before testing compares the checkpoint with a fresh model,
+    whose prediction memory is still empty: that is no mismatch."""
+    cfg, work, tmp = trained
+    out = str(tmp / 'metrics.json')
+    run_tool('tools/test.py', cfg, osp.join(work, 'epoch_2.pth'),
+             '--work-dir', str(tmp / 'test'), '--out', out)
+    metrics = json.load(open(out))
+    assert 0 <= metrics['accuracy/top1'] <= 100
+    assert 'accuracy/student3_top1' in metrics
+
+
+def test_resume_through_the_tool_with_a_growing_memory(trained):
+    """num_samples=None (the loss's default: the memory grows as needed)."""
+    cfg, _, tmp = trained
+    work = str(tmp / 'grow')
+    grow = ('--cfg-options', 'model.head.loss.num_samples=None')
+    run_tool('tools/train.py', cfg, '--work-dir', work, *grow,
+             'train_cfg.max_epochs=1')
+    proc = run_tool('tools/train.py', cfg, '--work-dir', work, '--resume',
+                    *grow)
+    assert 'resumed epoch: 1, iter: 2' in proc.stdout + proc.stderr
+    predictions, written = memory_of(osp.join(work, 'epoch_2.pth'))
+    # Rows up to the largest sample index (0 .. 7 in the subset of 8).
+    assert predictions.shape == (8, 4, 10) and bool(written.all())
+
+
 def test_deploy_tool_exports_the_teacher(trained):
     cfg, work, tmp = trained
     ckpt = osp.join(work, 'epoch_2.pth')

@@ -3,9 +3,14 @@ import os
 import os.path as osp
 import re
 
+import textwrap
+
 import pytest
 import torch
 import torch.nn.functional as F
+from mmengine.hooks import Hook
+
+from mmpretrain.registry import HOOKS
 
 from teskd_mm.hooks.non_finite_loss_hook import split_loss_name
 from teskd_mm.models.heads.multi_branch_cls_head import BranchOutputs
@@ -66,15 +71,20 @@ def test_last_good_checkpoint_is_left_intact(diverged):
         if v.is_floating_point())
 
 
-def test_skip_option_skips_every_bad_step_and_counts_them(diverged):
-    """An infinite feature-loss weight makes every step non-finite."""
+def test_a_run_whose_every_step_is_skipped_ends_with_an_error(diverged):
+    """An infinite feature-loss weight makes every step non-finite: nothing
+    is learnt, so no checkpoint is written and the run fails."""
     cfg, tmp, work, _ = diverged
-    start = load(osp.join(work, 'epoch_1.pth'))['state_dict']
     skip_work = str(tmp / 'skip')
-    tool_in_process(
-        'train.py', cfg, '--work-dir', skip_work, '--skip-nonfinite',
-        '--cfg-options', 'model.head.loss.fea_weight=inf',
-        'train_cfg.max_epochs=1', f'load_from={work}/epoch_1.pth')
+    with pytest.raises(SystemExit) as info:
+        tool_in_process(
+            'train.py', cfg, '--work-dir', skip_work, '--skip-nonfinite',
+            '--cfg-options', 'model.head.loss.fea_weight=inf',
+            'train_cfg.max_epochs=1', f'load_from={work}/epoch_1.pth')
+    assert re.match(r'train.py: error: Every one of the 5 training steps so '
+                    r'far was skipped for a non-finite loss, so the weights '
+                    r'are still the initial ones: the checkpoint is not '
+                    r'written', str(info.value.code)), info.value.code
     log = open(
         [osp.join(r, f) for r, _, fs in os.walk(skip_work) for f in fs
          if f.endswith('.log')][0]).read()
@@ -82,15 +92,77 @@ def test_skip_option_skips_every_bad_step_and_counts_them(diverged):
         r"Non-finite loss at iteration 1 \(epoch 1, batch 1/5\): "
         r"loss_fea_student1 = inf \(term 'fea', branch 'student1'\); "
         r'.*Step skipped \(1 so far\)', log)
-    assert 'nonfinite_skipped: 5' in log
-    assert '5 training step(s) skipped for a non-finite loss' in log
-    end = load(osp.join(skip_work, 'epoch_1.pth'))
-    assert end['meta']['nonfinite_skipped'] == 5
-    # No step reached the weights (BN statistics still moved: they are
-    # updated by the forward pass).
-    for key, value in start.items():
-        if 'running' not in key and 'num_batches' not in key:
-            assert torch.equal(value, end['state_dict'][key]), key
+    assert not [f for f in os.listdir(skip_work) if f.endswith('.pth')]
+
+
+@HOOKS.register_module(force=True)
+class InjectNonFinite(Hook):
+    """Makes one training step's loss infinite (an infinite KD weight) and
+    records whether that step changed anything in the model's state: the
+    weights, the BN statistics, a DTSKD prediction memory."""
+
+    changed = {}  # step -> the state keys it changed
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None):
+        model = runner.model
+        # The step before is recorded too, to show that steps do change
+        # the state (the check is not vacuous).
+        if runner.iter in (self.step - 1, self.step):
+            self.before = {k: v.clone() for k, v in
+                           model.state_dict().items()}
+        if runner.iter == self.step:
+            self.weight = model.head.loss_module.kd_weight
+            model.head.loss_module.kd_weight = float('inf')
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None,
+                         outputs=None):
+        step = runner.iter  # counted up after this hook
+        if step in (self.step - 1, self.step):
+            model = runner.model
+            if step == self.step:
+                model.head.loss_module.kd_weight = self.weight
+            after = model.state_dict()
+            type(self).changed[step] = sorted(
+                k for k, v in self.before.items()
+                if not torch.equal(v, after[k]))
+
+
+@pytest.mark.parametrize('config', ['teskd', 'dtskd'])
+def test_a_skipped_step_changes_nothing(config, tmp_path, cifar10_mini):
+    """Weights, BN statistics and the DTSKD memory are as before the step;
+    the step before it changed all of them."""
+    extra = DIVERGES.replace('gamma=1e36', 'gamma=0.1') + textwrap.dedent(
+        """
+        custom_hooks = [dict(type='EpochSeedHook'),
+                        dict(type='NonFiniteLossHook'),
+                        dict(type='InjectNonFinite', step=6)]
+        """)
+    if config == 'dtskd':
+        extra += textwrap.dedent("""
+        model = dict(
+            neck=dict(type='DTSKDNeck'),
+            head=dict(type='DTSKDHead',
+                      loss=dict(_delete_=True, type='DTSKDLoss')))
+        """)
+    cfg = write_tiny_config(str(tmp_path / 'tiny.py'), cifar10_mini, extra)
+    InjectNonFinite.changed = {}
+    tool_in_process('train.py', cfg, '--work-dir', str(tmp_path / 'work'),
+                    '--skip-nonfinite')
+    assert InjectNonFinite.changed[6] == []
+    control = InjectNonFinite.changed[5]
+    assert 'head.fc.weight' in control
+    assert 'backbone.bn1.running_mean' in control
+    if config == 'dtskd':
+        assert 'head.loss_module.memory.predictions' in control
+    ckpt = load(osp.join(tmp_path, 'work', 'epoch_2.pth'))
+    assert ckpt['meta']['nonfinite_skipped'] == 1
+    if config == 'dtskd':
+        # Every sample's row was written by the steps that were not skipped.
+        written = ckpt['state_dict']['head.loss_module.memory.written']
+        assert written.sum() == 20
 
 
 def test_non_finite_weights_are_never_saved(tmp_path, cifar10_mini):
@@ -183,3 +255,33 @@ def test_teskd_loss_under_fp16_autocast_is_finite_fp32():
         assert torch.allclose(half[key], full[key], rtol=1e-3), key
     # The feature sum alone is past fp16's range.
     assert full['loss_fea_student1'] / 1e-7 > 65504
+
+
+def test_refused_save_names_only_checkpoints_that_exist(tmp_path,
+                                                        cifar10_mini):
+    """After a save refused for non-finite weights, the run's record of its
+    last checkpoint, and the message, still name the previous file."""
+    from mmengine.config import Config
+    from mmengine.runner import Runner
+
+    from teskd_mm.hooks import NonFiniteLossError, SafeCheckpointHook
+    from teskd_mm.utils import prepare_cfg
+    cfg = Config.fromfile(write_tiny_config(
+        str(tmp_path / 'tiny.py'), cifar10_mini, """
+        train_dataloader = dict(dataset=dict(indices=8))
+        train_cfg = dict(max_epochs=1)
+        """))
+    cfg.work_dir = str(tmp_path / 'work')
+    runner = Runner.from_cfg(prepare_cfg(cfg))
+    runner.train()
+    first = osp.join(cfg.work_dir, 'epoch_1.pth')
+    hook = next(h for h in runner.hooks if isinstance(h, SafeCheckpointHook))
+    with torch.no_grad():
+        runner.model.head.fc.weight[0, 0] = float('nan')
+    with pytest.raises(NonFiniteLossError,
+                       match=rf'the last checkpoint, {re.escape(first)}, is '
+                       r'intact'):
+        hook._save_checkpoint(runner)  # would be epoch_2.pth
+    assert not osp.exists(osp.join(cfg.work_dir, 'epoch_2.pth'))
+    assert runner.message_hub.get_info('last_ckpt') == first
+    assert open(osp.join(cfg.work_dir, 'last_checkpoint')).read() == first

@@ -16,6 +16,10 @@ from teskd_mm.utils import (ConfigCheckError, check_config,
                             prepare_cfg, setup_runtime)
 
 
+# What mmengine.fileio.dump writes, by extension.
+OUT_FORMATS = ('.json', '.yaml', '.yml', '.pkl', '.pickle')
+
+
 def parse_args():
     parser = argparse.ArgumentParser(description='Test a classifier')
     parser.add_argument('config', help='test config file path')
@@ -35,6 +39,9 @@ def parse_args():
         help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args()
+    if args.out and osp.splitext(args.out)[1].lower() not in OUT_FORMATS:
+        parser.error(f'--out {args.out}: the format is taken from the '
+                     f'extension, which must be one of {OUT_FORMATS}')
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     return args

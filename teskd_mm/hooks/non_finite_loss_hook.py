@@ -45,9 +45,13 @@ class NonFiniteLossHook(Hook):
       each non-finite term, its branch and the iteration, before the step
       changes any weight. The checkpoints on disk are the last good ones.
     - ``action='skip'``: log the same, skip the backward pass and the
-      optimizer step of that batch, and go on. The number of skipped steps
-      is logged each iteration as ``nonfinite_skipped`` and kept in
-      checkpoints.
+      optimizer step of that batch, and go on. A skipped step changes
+      nothing: the BN running statistics its forward pass moved are put
+      back, and so are the rows it wrote into a DTSKD prediction memory.
+      The number of skipped steps is logged each iteration as
+      ``nonfinite_skipped`` and kept in checkpoints. A run whose every step
+      so far was skipped has learnt nothing: it stops with an error at its
+      first checkpoint instead of saving one.
 
     Under several processes the verdict is agreed between them, so all
     stop or skip together (one would otherwise wait for the others
@@ -67,9 +71,12 @@ class NonFiniteLossHook(Hook):
                              f'one of {ACTIONS}.')
         self.action = action
         self.skipped = 0
+        self._steps = 0  # steps taken by this run, skipped ones included
         self._skip_next_update = False
         self._batch_idx = 0
         self._patched: List[Tuple[object, str]] = []
+        self._model = None
+        self._buffers: List[Tuple[torch.Tensor, torch.Tensor]] = []
 
     # -- installing the checks ------------------------------------------
     def before_train(self, runner) -> None:
@@ -82,6 +89,7 @@ class NonFiniteLossHook(Hook):
             return self._check(runner, loss, log_vars)
 
         self._patch(model, 'parse_losses', checked_parse_losses)
+        self._model = model
         if self.action == 'skip':
             optim_wrapper = runner.optim_wrapper
             if not isinstance(optim_wrapper, OptimWrapper):
@@ -117,6 +125,22 @@ class NonFiniteLossHook(Hook):
     def before_train_iter(self, runner, batch_idx: int,
                           data_batch=None) -> None:
         self._batch_idx = batch_idx
+        self._steps += 1
+        if self.action == 'skip':
+            # What a skipped step's forward pass would move: BN statistics
+            # (a few thousand numbers; copied, not recomputed).
+            self._buffers = [(b, b.detach().clone())
+                             for b in self._model.buffers()]
+
+    def _undo_forward(self) -> None:
+        """Put back what the skipped step's forward pass changed."""
+        from ..models.utils import PredictionMemory
+        with torch.no_grad():
+            for buffer, saved in self._buffers:
+                buffer.copy_(saved)
+        for module in self._model.modules():
+            if isinstance(module, PredictionMemory):
+                module.undo_last_write()
 
     # -- the check -------------------------------------------------------
     def _check(self, runner, loss: torch.Tensor,
@@ -140,6 +164,7 @@ class NonFiniteLossHook(Hook):
             raise NonFiniteLossError(message)
         self.skipped += 1
         self._skip_next_update = True
+        self._undo_forward()
         runner.logger.warning(f'{message} Step skipped ({self.skipped} so '
                               'far).')
         kept = {
@@ -193,6 +218,15 @@ class NonFiniteLossHook(Hook):
 
     # -- checkpoints -------------------------------------------------------
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        if self.action == 'skip' and self._steps and \
+                self.skipped >= self._steps:
+            message = (
+                f'Every one of the {self._steps} training steps so far was '
+                'skipped for a non-finite loss, so the weights are still '
+                'the initial ones: the checkpoint is not written. Lower the '
+                'learning rate or check the data and loss weights.')
+            runner.logger.error(message)
+            raise NonFiniteLossError(message)
         bad = [
             k for k, v in checkpoint.get('state_dict', {}).items()
             if torch.is_tensor(v) and v.is_floating_point()

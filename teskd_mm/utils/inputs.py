@@ -93,6 +93,14 @@ def _folder_of(dataset: dict) -> Optional[str]:
     return osp.join(root, prefix)
 
 
+def fixed_input_size(cfg: Config,
+                     split: str = 'train') -> Optional[Tuple[int, int]]:
+    """The (h, w) a split's pipeline crops or resizes to, if it does."""
+    loader = cfg.get(f'{split}_dataloader') or {}
+    return pipeline_size(
+        _innermost(loader.get('dataset') or {}).get('pipeline'))
+
+
 def input_size(cfg: Config, split: str = 'train') -> Tuple[int, int]:
     """The (h, w) of the images a split's pipeline gives the model.
 
@@ -105,11 +113,11 @@ def input_size(cfg: Config, split: str = 'train') -> Tuple[int, int]:
         cfg (Config): The full config.
         split (str): ``'train'``, ``'val'`` or ``'test'``.
     """
-    loader = cfg.get(f'{split}_dataloader') or {}
-    dataset = _innermost(loader.get('dataset') or {})
-    size = pipeline_size(dataset.get('pipeline'))
+    size = fixed_input_size(cfg, split)
     if size:
         return size
+    loader = cfg.get(f'{split}_dataloader') or {}
+    dataset = _innermost(loader.get('dataset') or {})
     kind = str(dataset.get('type', ''))
     for name, native in NATIVE_SIZES.items():
         if kind.startswith(name):

@@ -13,6 +13,7 @@ from mmpretrain.structures import DataSample
 
 from ..necks.mfm_neck import MFMOutput
 from ..utils import can_patchify, conv1x1_rows, norm_act, patchify_conv
+from ..utils.students import check_students
 
 
 class BranchOutputs(NamedTuple):
@@ -156,12 +157,7 @@ class MultiBranchClsHead(ClsHead):
         if num_classes <= 0:
             raise ValueError(
                 f'num_classes={num_classes} must be a positive integer')
-        students = tuple(sorted(set(int(s) for s in students)))
-        valid = tuple(range(1, num_levels))
-        if not students or any(s not in valid for s in students):
-            raise ValueError(
-                f'MultiBranchClsHead students={students} is not a non-empty '
-                f'subset of {valid} (num_levels={num_levels}).')
+        students = check_students(type(self).__name__, students, num_levels)
         if branch_end_scale < 1 or 2**(num_levels - students[-1]) % \
                 branch_end_scale:
             raise ValueError(

@@ -10,6 +10,7 @@ from mmengine.model import BaseModule
 from mmpretrain.registry import MODELS
 
 from ..utils.fast_conv import is_pointwise, mixed_fuse, norm_act
+from ..utils.students import check_students
 
 FUSION_MODES = ('mixed', 'add', 'concat', 'none')
 
@@ -128,13 +129,7 @@ class MFMNeck(BaseModule):
         if fusion not in FUSION_MODES:
             raise ValueError(f'Unknown MFMNeck fusion {fusion!r}; choose one '
                              f'of {FUSION_MODES}.')
-        students = tuple(sorted(set(int(s) for s in students)))
-        valid = tuple(range(1, num_levels))
-        if not students or any(s not in valid for s in students):
-            raise ValueError(
-                f'MFMNeck students={students} is not a non-empty subset of '
-                f'{valid}: with {num_levels} stages the students sit at '
-                f'levels {valid} (1 is the shallowest).')
+        students = check_students(type(self).__name__, students, num_levels)
 
         self.in_channels = in_channels
         self.out_channels = int(out_channels or in_channels[-1])

@@ -67,6 +67,9 @@ class PredictionMemory(nn.Module):
         self.dtype = dtype
         self.predictions = torch.empty(0, 0, 0, dtype=MEMORY_DTYPES[dtype])
         self.written = torch.zeros(0, dtype=torch.bool)
+        # The rows the last write replaced, for undo_last_write.
+        self._undo: Optional[Tuple[torch.Tensor, torch.Tensor,
+                                   torch.Tensor]] = None
 
     @staticmethod
     def nbytes(num_samples: int, num_heads: int, num_classes: int,
@@ -174,8 +177,24 @@ class PredictionMemory(nn.Module):
             return
         rows = self.num_samples or int(indices.max()) + 1
         self._allocate(rows, tuple(predictions.shape[1:]))
+        self._undo = (indices, self.predictions[indices].clone(),
+                      self.written[indices].clone())
         self.predictions[indices] = predictions.to(self.predictions.dtype)
         self.written[indices] = True
+
+    @torch.no_grad()
+    def undo_last_write(self) -> None:
+        """Put back the rows the last :meth:`write` replaced, as for a
+        training step that is skipped after its forward pass. Every process
+        undoes the same rows, as every process wrote them."""
+        if self._undo is None:
+            return
+        # Copies saved before the write: a repeated index holds its old row
+        # in every copy.
+        indices, predictions, written = self._undo
+        self.predictions[indices] = predictions
+        self.written[indices] = written
+        self._undo = None
 
     def _save_to_state_dict(self, destination, prefix, keep_vars) -> None:
         super()._save_to_state_dict(destination, prefix, keep_vars)

@@ -17,9 +17,9 @@ import torch
 from mmengine.config import Config
 
 from ..checkpoint import check_checkpoint_fits, resolve_resume
-from .data import check_data
-from .model import build_model, check_classes, run_dummy_batch, \
-    set_find_unused
+from .data import check_data, check_same_classes
+from .model import (build_model, check_classes, check_sample_indices,
+                    run_dummy_batch, set_find_unused)
 
 __all__ = ['check_config', 'check_data']
 
@@ -65,15 +65,23 @@ def check_config(cfg: Config,
         raise ValueError(f'mode={mode!r} is not train or test')
     with _kept_random_state():
         infos = check_data(cfg, mode, distributed)
+        ckpt = resolve_resume(
+            cfg, what='The checkpoint' if mode == 'test' else None)
+        used = ckpt is not None and (mode == 'test' or cfg.get('resume'))
+        trained = ((ckpt or {}).get('meta') or {}).get('dataset_meta') or {}
+        if used and trained.get('classes'):
+            check_same_classes(infos, tuple(trained['classes']),
+                               f'the training set of {cfg.load_from}')
         model = build_model(cfg)
         check_classes(model, infos)
+        if used:
+            # On the fresh model: the dummy batch below fills its memory.
+            check_checkpoint_fits(
+                model, ckpt, cfg.load_from, cfg, exact=mode == 'train')
+        if mode == 'train':
+            check_sample_indices(cfg, model)
         unused = run_dummy_batch(
             cfg, model, infos, need_grads=distributed and mode == 'train')
         if distributed:
             set_find_unused(cfg, unused)
-        ckpt = resolve_resume(
-            cfg, what='The checkpoint' if mode == 'test' else None)
-        if ckpt is not None and (mode == 'test' or cfg.get('resume')):
-            check_checkpoint_fits(
-                model, ckpt, cfg.load_from, cfg, exact=mode == 'train')
     return cfg

@@ -1,7 +1,12 @@
 """Pre-flight checks of the data sets a run reads.
 
-Each data set is built lazily (no image read): its root and layout are
-checked, its class count and input size are noted.
+Each data set is built lazily: its root and layout are checked, and its
+classes and input size noted. The splits must name the same classes in the
+same order (a renamed or missing class folder would shift every label),
+and the image files of image-folder data sets are checked by their headers
+and end markers (an empty, truncated or non-image file is named before
+training, not met in the middle of an epoch); their sizes are noted where
+the pipeline does not fix one.
 """
 import contextlib
 import copy
@@ -13,7 +18,7 @@ from mmengine.config import Config
 
 from ..errors import ConfigCheckError
 from ..errors import clean_message as _clean
-from ..inputs import first_image, input_size
+from ..inputs import first_image, fixed_input_size, input_size
 
 
 class DataInfo:
@@ -26,7 +31,11 @@ class DataInfo:
     def __init__(self, where: str) -> None:
         self.where = where
         self.num_classes: Optional[int] = None
+        self.classes: Optional[Tuple[str, ...]] = None
         self.image_size: Optional[Tuple[int, int]] = None
+        # Every size the split's images have, where the pipeline keeps it.
+        self.image_sizes: List[Tuple[int, int]] = []
+        self.dataset = None  # the built data set, for the image scan
 
 
 def _check_image_folders(ds, info: DataInfo) -> None:
@@ -70,6 +79,8 @@ def _check_image_folders(ds, info: DataInfo) -> None:
             f'data set names {len(classes)} classes; set classes to the '
             f'{len(folders)} folder names {folders[:10]} or fix the folders.')
     info.num_classes = len(folders)
+    info.classes = tuple(classes) if classes is not None else tuple(folders)
+    info.dataset = ds
 
 
 def _check_ann_file(ds, info: DataInfo) -> None:
@@ -83,6 +94,7 @@ def _check_ann_file(ds, info: DataInfo) -> None:
     classes = ds.metainfo.get('classes')
     if classes is not None:
         info.num_classes = len(classes)
+    info.dataset = ds
     if getattr(ds, 'with_label', True):
         labels = []
         with open(ds.ann_file) as f:
@@ -161,13 +173,126 @@ def _check_dataset(ds_cfg: dict, info: DataInfo, distributed: bool) -> None:
     else:
         classes = ds.metainfo.get('classes')
         info.num_classes = len(classes) if classes else None
+    if info.classes is None and ds.metainfo.get('classes'):
+        info.classes = tuple(ds.metainfo['classes'])
+
+
+# How each format ends, where a truncated file would not.
+END_MARKERS = {'JPEG': b'\xff\xd9', 'PNG': b'IEND\xaeB`\x82'}
+
+
+def image_problem(path: str) -> Tuple[Optional[str], Optional[Tuple[int,
+                                                                    int]]]:
+    """Why an image file cannot be read, or None; and its (h, w).
+
+    Only the header and the last bytes are read: an empty file, a file that
+    is no image PIL knows, and a JPEG or PNG cut short (no end marker) are
+    found without decoding.
+    """
+    from PIL import Image
+    try:
+        if osp.getsize(path) == 0:
+            return 'is empty (0 bytes)', None
+        with Image.open(path) as img:
+            size, kind = (img.size[1], img.size[0]), img.format
+    except Exception as e:
+        return f'is not an image ({type(e).__name__}: {e})', None
+    marker = END_MARKERS.get(kind)
+    if marker:
+        with open(path, 'rb') as f:
+            f.seek(-len(marker), os.SEEK_END)
+            # Some writers pad after the marker; a cut file lacks it.
+            f.seek(max(0, f.tell() - 64))
+            if marker not in f.read():
+                return f'is truncated (its {kind} end marker is missing)', \
+                    size
+    return None, size
+
+
+def scan_images(info: DataInfo, keep_sizes: bool) -> None:
+    """Check every image file of an image-folder data set.
+
+    Args:
+        info (DataInfo): The split; its data set is read in full (the file
+            list, not the images).
+        keep_sizes (bool): Note the distinct image sizes.
+    """
+    ds = info.dataset
+    if ds is None:
+        return
+    try:
+        ds.full_init()
+    except Exception as e:
+        raise ConfigCheckError(
+            f'{info.where} cannot list its images: {type(e).__name__}: '
+            f'{_clean(e)}') from e
+    bad, sizes = [], set()
+    for i in range(len(ds)):
+        path = ds.get_data_info(i).get('img_path')
+        if not path:
+            continue
+        problem, size = image_problem(path)
+        if problem:
+            bad.append(f'{path} {problem}')
+        elif keep_sizes:
+            sizes.add(size)
+    if bad:
+        raise ConfigCheckError(
+            f'{info.where}: {len(bad)} of its {len(ds)} images cannot be '
+            f'read: {"; ".join(bad[:5])}{"; ..." if len(bad) > 5 else ""}. '
+            'Remove or replace them before training.')
+    info.image_sizes = sorted(sizes)
+
+
+def check_same_classes(infos: Dict[str, DataInfo],
+                       trained: Optional[Tuple[str, ...]] = None,
+                       trained_where: str = 'the training set') -> None:
+    """Every split names the training classes, in the training order.
+
+    Args:
+        infos (dict[str, DataInfo]): The splits checked.
+        trained (tuple[str], optional): The training classes; defaults to
+            the train split's.
+        trained_where (str): How messages call them.
+    """
+    if trained is None and 'train' in infos:
+        trained = infos['train'].classes
+    if not trained:
+        return
+    trained = tuple(trained)
+    for split, info in infos.items():
+        if info.classes is None or split == 'train' and \
+                trained_where == 'the training set':
+            continue
+        got = tuple(info.classes)
+        if got == trained:
+            continue
+        missing = [c for c in trained if c not in got]
+        unknown = [c for c in got if c not in trained]
+        if missing or unknown:
+            what = '; '.join(
+                part for part in (
+                    f'it lacks {missing[:5]}' if missing else '',
+                    f'it has {unknown[:5]}, which {trained_where} has not'
+                    if unknown else '') if part)
+        else:
+            first = next(i for i, (a, b) in enumerate(zip(got, trained))
+                         if a != b)
+            what = (f'the same names in another order ({got[first]!r} is '
+                    f'label {first} here, {trained[first]!r} there)')
+        raise ConfigCheckError(
+            f'{info.where} does not name the classes of {trained_where}: '
+            f'{what}. Its labels would be scored against other classes; '
+            'give every split the same class folders (or the same '
+            '`classes`).')
 
 
 def _splits(cfg: Config, mode: str) -> List[str]:
     if mode == 'test':
         return ['test']
     splits = ['train']
-    if cfg.get('val_cfg') and cfg.get('val_dataloader'):
+    # mmpretrain's val_cfg is an empty dict: present, not None, is what counts.
+    if cfg.get('val_cfg') is not None and cfg.get('val_dataloader'):
         splits.append('val')
     return splits
 
@@ -182,7 +307,7 @@ def check_data(cfg: Config, mode: str = 'train',
         distributed (bool): Whether several processes will run.
 
     Returns:
-        dict[str, DataInfo]: Per split, the class count and input size.
+        dict[str, DataInfo]: Per split, the classes and input sizes.
     """
     infos = {}
     for split in _splits(cfg, mode):
@@ -194,5 +319,8 @@ def check_data(cfg: Config, mode: str = 'train',
         info = DataInfo(f'{split}_dataloader.dataset')
         _check_dataset(loader['dataset'], info, distributed)
         info.image_size = input_size(cfg, split)
+        scan_images(info, keep_sizes=fixed_input_size(cfg, split) is None)
         infos[split] = info
+    if mode == 'train':
+        check_same_classes(infos)
     return infos

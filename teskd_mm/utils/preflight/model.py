@@ -120,27 +120,59 @@ def run_dummy_batch(cfg: Config, model: nn.Module,
     """
     unused = []
     for split, info in infos.items():
-        size = info.image_size
-        batch = dummy_batch(cfg, split, size=size)
-        where = (f'The model fails on a batch of 2 images of '
-                 f'{size[0]}x{size[1]} (the size {info.where} gives)')
-        try:
-            found = _run(model, batch, split == 'train', need_grads)
-        except Exception as e:
-            # The components' own checks raise ValueError with a message
-            # meant for users; anything else is named by its type.
-            kind = '' if isinstance(e, ValueError) else \
-                f'{type(e).__name__}: '
-            message = f'{where}: {kind}{_clean(e)}'
-            stride = _total_stride(model, in_channels(cfg))
-            if stride and (size[0] % stride or size[1] % stride):
-                fits = _sizes_that_fit(cfg, model, split, size, stride)
-                message += (
-                    f' The backbone\'s total stride is {stride}; input '
-                    f'sizes that fit: {", ".join(fits) or "none near it"}.')
-            raise ConfigCheckError(message) from e
-        unused = unused or found
+        # The pipeline's size, and every other size its images keep.
+        sizes = [info.image_size] + [
+            s for s in info.image_sizes if s != info.image_size
+        ][:8]
+        for size in sizes:
+            found = _run_split(cfg, model, split, info, size, need_grads)
+            unused = unused or found
     return unused
+
+
+def _run_split(cfg: Config, model: nn.Module, split: str, info: DataInfo,
+               size: Tuple[int, int], need_grads: bool) -> List[str]:
+    """One pass at one input size, its failure explained."""
+    batch = dummy_batch(cfg, split, size=size)
+    where = (f'The model fails on a batch of 2 images of '
+             f'{size[0]}x{size[1]} (a size {info.where} gives)')
+    try:
+        return _run(model, batch, split == 'train', need_grads)
+    except Exception as e:
+        # The components' own checks raise ValueError with a message meant
+        # for users; anything else is named by its type.
+        kind = '' if isinstance(e, ValueError) else f'{type(e).__name__}: '
+        message = f'{where}: {kind}{_clean(e)}'
+        stride = _total_stride(model, in_channels(cfg))
+        if stride and (size[0] % stride or size[1] % stride):
+            fits = _sizes_that_fit(cfg, model, split, size, stride)
+            message += (
+                f' The backbone\'s total stride is {stride}; input sizes '
+                f'that fit: {", ".join(fits) or "none near it"}.')
+        raise ConfigCheckError(message) from e
+
+
+def check_sample_indices(cfg: Config, model: nn.Module) -> None:
+    """DTSKD keys its prediction memory by ``sample_idx``, which a
+    ``ConcatDataset`` restarts in each part: two images would share a row."""
+    from ...models.utils import PredictionMemory
+    if not any(isinstance(m, PredictionMemory) for m in model.modules()):
+        return
+    stack = [cfg.train_dataloader.get('dataset') or {}]
+    while stack:
+        ds = stack.pop()
+        if not isinstance(ds, dict):
+            continue
+        if ds.get('datasets'):
+            raise ConfigCheckError(
+                'DTSKD keys its prediction memory by each sample\'s '
+                'sample_idx, which train_dataloader.dataset '
+                f'({ds.get("type")}) restarts at 0 in each of its parts, so '
+                'images of different parts would share a memory row; train '
+                'on one data set (e.g. one CustomDataset over all the '
+                'images, or one ann_file listing them).')
+        if 'dataset' in ds:
+            stack.append(ds['dataset'])
 
 
 def set_find_unused(cfg: Config, unused: List[str]) -> None:

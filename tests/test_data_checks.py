@@ -1,0 +1,147 @@
+"""Data are checked by what they mean, and options fail before any work.
+
+Each case failed silently or late before: a test split whose class folders
+differ from the training ones was scored with shifted labels; an unreadable
+image or a validation size that breaks the neck stopped a run mid-epoch;
+DTSKD on a ConcatDataset mixed the memory of different images; wrong
+option values were taken at face value.
+"""
+import os
+import os.path as osp
+import re
+import shutil
+
+import pytest
+import torch
+from mmengine.config import Config
+
+from mmpretrain.registry import MODELS
+
+from teskd_mm.utils import ConfigCheckError, check_config, prepare_cfg
+
+from conftest import ROOT, run_tool, tool_in_process, write_tiny_config
+
+
+@pytest.fixture(scope='module')
+def tiny(tmp_path_factory, cifar10_mini):
+    return write_tiny_config(
+        str(tmp_path_factory.mktemp('data') / 'tiny.py'), cifar10_mini)
+
+
+@pytest.fixture
+def data(tmp_path, cifar10_mini):
+    """A copy of the small image folders to spoil."""
+    root = str(tmp_path / 'data')
+    shutil.copytree(cifar10_mini, root)
+    return root
+
+
+def refused(cfg_path, root, match, mode='train', **options):
+    cfg = Config.fromfile(cfg_path)
+    for split in ('train', 'val', 'test'):
+        cfg[f'{split}_dataloader'].dataset.data_root = root
+    cfg.merge_from_dict(options)
+    cfg.work_dir = '/nonexistent/never_written'
+    with pytest.raises(ConfigCheckError, match=match) as info:
+        check_config(prepare_cfg(cfg), mode)
+    return str(info.value)
+
+
+def test_renamed_class_folder_in_the_test_split(tiny, data):
+    os.rename(osp.join(data, 'test', 'airplane'),
+              osp.join(data, 'test', 'plane'))
+    refused(tiny, data, r"val_dataloader.dataset does not name the classes "
+            r"of the training set: it lacks \['airplane'\]; it has "
+            r"\['plane'\], which the training set has not\. Its labels would "
+            r'be scored against other classes')
+
+
+def test_missing_class_folder_in_the_test_split(tiny, data):
+    shutil.rmtree(osp.join(data, 'test', 'truck'))
+    refused(tiny, data, r"val_dataloader.dataset does not name the classes "
+            r"of the training set: it lacks \['truck'\]\.")
+
+
+def test_test_split_against_the_checkpoints_classes(tiny, data, tmp_path):
+    """tools/test.py compares with the classes saved at training."""
+    model = MODELS.build(Config.fromfile(tiny).model)
+    classes = tuple(sorted(os.listdir(osp.join(data, 'train'))))
+    ckpt = str(tmp_path / 'epoch_1.pth')
+    torch.save(dict(state_dict=model.state_dict(),
+                    meta=dict(dataset_meta=dict(classes=classes))), ckpt)
+    os.rename(osp.join(data, 'test', 'cat'), osp.join(data, 'test', 'kat'))
+    refused(tiny, data, r'test_dataloader.dataset does not name the classes '
+            r"of the training set of \S+epoch_1.pth: it lacks \['cat'\]",
+            mode='test', load_from=ckpt)
+
+
+@pytest.mark.parametrize('spoil, problem', [
+    (lambda p: open(p, 'wb').close(), r'is empty \(0 bytes\)'),
+    (lambda p: open(p, 'w').write('a text, not an image'),
+     r'is not an image \(UnidentifiedImageError'),
+    (lambda p: open(p, 'r+b').truncate(osp.getsize(p) - 100),
+     r'is truncated \(its JPEG end marker is missing\)'),
+])
+def test_unreadable_image_is_named_before_training(tiny, data, spoil,
+                                                   problem):
+    path = osp.join(data, 'train', 'dog', '0003.jpg')
+    spoil(path)
+    refused(tiny, data, rf'train_dataloader.dataset: 1 of its 80 images '
+            rf'cannot be read: {re.escape(path)} {problem}.*Remove or '
+            'replace them')
+
+
+def test_validation_size_that_breaks_the_neck(tiny, data):
+    """The validation pipeline keeps each image's size; one 36x36 image
+    would stop training at the first validation, after a whole epoch."""
+    from PIL import Image
+    path = osp.join(data, 'test', 'cat', '0001.jpg')
+    Image.open(path).resize((36, 36)).save(path)
+    refused(tiny, data, r'batch of 2 images of 36x36 \(a size '
+            r'val_dataloader.dataset gives\): MFMNeck needs every stage at '
+            r'twice the size of the next one')
+
+
+def test_dtskd_refuses_a_concat_dataset(data, tmp_path):
+    cfg = Config.fromfile(f'{ROOT}/configs/dtskd/resnet18_cifar100.py')
+    part = dict(type='CustomDataset', data_root=data, data_prefix='train',
+                pipeline=[dict(type='LoadImageFromFile'),
+                          dict(type='PackInputs')])
+    cfg.train_dataloader.dataset = dict(type='ConcatDataset',
+                                        datasets=[part, part])
+    cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
+    cfg.merge_from_dict({'model.head.num_classes': 10,
+                         'data_preprocessor.num_classes': 10})
+    cfg.work_dir = str(tmp_path / 'work')
+    with pytest.raises(ConfigCheckError, match=r'DTSKD keys its prediction '
+                       r'memory by .*ConcatDataset\) restarts at 0 in each '
+                       r'of its parts'):
+        check_config(prepare_cfg(cfg), 'train')
+
+
+# -- options ------------------------------------------------------------------
+def test_students_given_as_a_number(tiny, cifar10_mini):
+    refused(tiny, cifar10_mini, r"The model config cannot be built: MFMNeck "
+            r"students=3 is not a non-empty subset of \(1, 2, 3\).*give a "
+            r'tuple, e.g. students=\(3,\)', **{'model.neck.students': 3})
+
+
+def test_out_format_is_checked_before_testing(tiny, tmp_path):
+    work = str(tmp_path / 'work')
+    with pytest.raises(SystemExit) as info:
+        tool_in_process('test.py', tiny, str(tmp_path / 'no.pth'),
+                        '--work-dir', work, '--out', 'm.txt')
+    assert info.value.code == 2  # argparse's usage error, at once
+    assert not osp.exists(work)
+
+
+def test_amp_without_cuda_is_refused_before_the_work_dir(tiny, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip('--amp runs where CUDA is available')
+    work = str(tmp_path / 'work')
+    proc = run_tool('tools/train.py', tiny, '--work-dir', work, '--amp',
+                    check=False)
+    assert proc.returncode != 0
+    assert 'train.py: error: --amp trains with mmengine\'s AmpOptimWrapper, '\
+        'which needs a CUDA GPU, and none is available' in proc.stderr
+    assert not osp.exists(work)
