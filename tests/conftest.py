@@ -211,7 +211,9 @@ def model_cfg(cfg) -> dict:
     import copy
     model = copy.deepcopy(cfg.model)
     if 'data_preprocessor' in cfg:
-        model.setdefault('data_preprocessor', cfg.data_preprocessor)
+        # A copy: building fills in defaults, and configs are shared.
+        model.setdefault('data_preprocessor',
+                         copy.deepcopy(cfg.data_preprocessor))
     return model
 
 

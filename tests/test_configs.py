@@ -29,7 +29,8 @@ ABLATIONS = {
     'no-connection': dict(neck=dict(fusion='none')),
     'fpn-style-add': dict(neck=dict(fusion='add')),
     'unet-style-concat': dict(neck=dict(fusion='concat')),
-    'no-distillation': dict(head=dict(loss=dict(kd_weight=0., fea_weight=0.))),
+    'no-distillation': dict(
+        head=dict(loss=dict(ce_weight=1., kd_weight=0., fea_weight=0.))),
     'student3-only': dict(
         neck=dict(students=(3, )), head=dict(students=(3, ))),
     'students2-3': dict(
@@ -181,33 +182,35 @@ def test_vgg_teskd_deploys_to_its_teacher(tmp_path):
             stock(x, mode='tensor'), model(x, mode='tensor'))
 
 
-METAFILE = osp.join(ROOT, 'configs', 'teskd', 'metafile.yml')
+METAFILES = [osp.join(ROOT, 'configs', m, 'metafile.yml')
+             for m in ('teskd', 'dtskd')]
 
 
 def test_model_index_lists_every_teskd_and_baseline_config():
     index = load(osp.join(ROOT, 'model-index.yml'))
-    assert 'configs/teskd/metafile.yml' in index['Import']
-    listed = [m['Config'] for m in load(METAFILE)['Models']]
+    assert index['Import'] == [osp.relpath(m, ROOT) for m in METAFILES]
+    listed = [m['Config'] for f in METAFILES for m in load(f)['Models']]
     assert len(listed) == len(set(listed))
     wanted = [
         p for p in CONFIGS
-        if p.startswith(('configs/teskd/', 'configs/baseline/'))
+        if p.startswith(('configs/teskd/', 'configs/baseline/',
+                         'configs/dtskd/'))
     ]
     missing = sorted(set(wanted) - set(listed))
-    assert not missing, f'configs/teskd/metafile.yml lacks {missing}'
+    assert not missing, f'the metafiles lack {missing}'
     assert all(osp.isfile(osp.join(ROOT, p)) for p in listed)
 
 
 @pytest.mark.parametrize(
-    'entry', load(METAFILE)['Models'] if osp.isfile(METAFILE) else [],
+    'entry', [m for f in METAFILES for m in load(f)['Models']],
     ids=lambda m: m['Name'])
 def test_metafile_gives_the_deployed_size(entry):
     assert entry['Metadata']['Parameters'] == deployed_params(entry['Config'])
-    assert entry['In Collection'] in ('TESKD', 'Baseline')
+    assert entry['In Collection'] in ('TESKD', 'Baseline', 'DTSKD')
 
 
 def test_metafile_flops_are_those_of_the_deployed_teacher():
-    entries = {m['Name']: m for m in load(METAFILE)['Models']}
+    entries = {m['Name']: m for m in load(METAFILES[0])['Models']}
     entry = entries['teskd_vgg16_cifar100']
     model = MODELS.build(stock_model_cfg(load_cfg(entry['Config']).model))
     model.eval()
