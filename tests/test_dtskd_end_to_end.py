@@ -2,6 +2,7 @@
 import json
 import os
 import os.path as osp
+import re
 import runpy
 
 import pytest
@@ -11,7 +12,7 @@ from mmengine.runner import Runner
 
 from mmpretrain.registry import MODELS
 
-from teskd_mm.utils import setup_runtime
+from teskd_mm.utils import ConfigCheckError, setup_runtime
 
 from conftest import ROOT, run_tool, write_full_config
 
@@ -67,15 +68,11 @@ def trained(tmp_path_factory, cifar10_mini):
 
 def test_training_fills_the_memory_and_decays_alpha(trained):
     _, work, _ = trained
-    first = memory_of(osp.join(work, 'epoch_1.pth'))
-    second = memory_of(osp.join(work, 'epoch_2.pth'))
-    for predictions, written in (first, second):
-        # One row per training image, 4 heads, 10 classes, all written.
-        assert predictions.shape == (8, 4, 10) and written.all()
-        torch.testing.assert_close(predictions.sum(dim=2), torch.ones(8, 4))
-        assert predictions.max() < 0.99  # softmax outputs, not one-hot
-    # Epoch 2 overwrote every row with new predictions.
-    assert (first[0] - second[0]).abs().amax(dim=(1, 2)).min() > 0
+    predictions, written = memory_of(osp.join(work, 'epoch_2.pth'))
+    # One row per training image, 4 heads, 10 classes, all written.
+    assert predictions.shape == (8, 4, 10) and written.all()
+    torch.testing.assert_close(predictions.sum(dim=2), torch.ones(8, 4))
+    assert predictions.max() < 0.99  # softmax outputs, not one-hot
 
     scalars = [osp.join(r, f) for r, _, fs in os.walk(work) for f in fs
                if f == 'scalars.json']
@@ -88,31 +85,65 @@ def test_training_fills_the_memory_and_decays_alpha(trained):
                for r in records if 'hist_alpha' in r)
 
 
+def test_memory_is_stored_in_the_newest_checkpoint_only(trained):
+    """epoch_1.pth lost its memory when epoch_2.pth was complete; its
+    weights are all there."""
+    _, work, _ = trained
+    older = torch.load(osp.join(work, 'epoch_1.pth'), weights_only=False)
+    newest = torch.load(osp.join(work, 'epoch_2.pth'), weights_only=False)
+    assert MEMORY + 'predictions' not in older['state_dict']
+    assert older['meta']['resume_state_dropped'] == [
+        MEMORY + 'predictions', MEMORY + 'written']
+    assert set(older['state_dict']) == set(newest['state_dict']) - {
+        MEMORY + 'predictions', MEMORY + 'written'}
+
+
 def test_resumed_runner_restores_the_memory_exactly(trained):
     cfg, work, tmp = trained
     setup_runtime()
-    ckpt = osp.join(work, 'epoch_1.pth')
+    ckpt = osp.join(work, 'epoch_2.pth')
     saved = memory_of(ckpt)
     config = Config.fromfile(cfg)
     config.work_dir = str(tmp / 'resumed')
     config.resume, config.load_from = True, ckpt
+    config.train_cfg.max_epochs = 3
     config.val_cfg = config.val_dataloader = config.val_evaluator = None
     runner = Runner.from_cfg(config)
     memory = runner.model.head.loss_module.memory
     assert memory.num_rows == 0  # a fresh model has no history
     runner.load_or_resume()
-    assert runner.epoch == 1
+    assert runner.epoch == 2
     assert memory.predictions.dtype == saved[0].dtype
     assert torch.equal(memory.predictions, saved[0])
     assert torch.equal(memory.written, saved[1])
 
     # Training on reads and rewrites that history.
     runner.train()
-    assert runner.epoch == 2
+    assert runner.epoch == 3
     assert (memory.predictions - saved[0]).abs().amax(dim=(1, 2)).min() > 0
     assert torch.equal(memory.predictions,
                        memory_of(osp.join(config.work_dir,
-                                          'epoch_2.pth'))[0])
+                                          'epoch_3.pth'))[0])
+
+
+def test_resume_from_a_checkpoint_without_the_memory_is_refused(trained):
+    cfg, work, tmp = trained
+    older = osp.join(work, 'epoch_1.pth')
+    proc = run_tool('tools/train.py', cfg, '--work-dir', str(tmp / 'old'),
+                    '--resume', older, check=False)
+    assert proc.returncode != 0
+    assert re.search(r'epoch_1.pth holds no head.loss_module.memory.'
+                     r'predictions, head.loss_module.memory.written: that '
+                     r'state is kept only in the newest checkpoint',
+                     proc.stderr), proc.stderr
+    assert not osp.exists(str(tmp / 'old'))
+    # The Runner itself refuses too, where no tool checks first.
+    config = Config.fromfile(cfg)
+    config.work_dir = str(tmp / 'old_runner')
+    config.resume, config.load_from = True, older
+    with pytest.raises(ConfigCheckError, match='that state is kept only in '
+                       'the newest checkpoint'):
+        Runner.from_cfg(config).load_or_resume()
 
 
 def test_test_tool_scores_a_dtskd_checkpoint(trained):

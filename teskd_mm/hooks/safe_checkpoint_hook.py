@@ -1,13 +1,17 @@
 """A CheckpointHook whose files a killed run can always resume from."""
+import os.path as osp
 from collections import deque
 from typing import Optional
 
+import torch
 from mmengine.dist import is_main_process
 from mmengine.hooks import CheckpointHook
+from mmengine.runner.checkpoint import save_checkpoint
 
 from mmpretrain.registry import HOOKS
 
-from ..utils.checkpoint import remove_partial_writes
+from ..utils.checkpoint import (check_resume_state, drop_resume_state,
+                                has_resume_only_state, remove_partial_writes)
 
 
 @HOOKS.register_module()
@@ -27,6 +31,13 @@ class SafeCheckpointHook(CheckpointHook):
     - A save that fails (a full disk, or non-finite weights refused by
       ``NonFiniteLossHook``) leaves ``last_ckpt`` naming the previous,
       existing checkpoint.
+    - State that only resuming needs, which modules declare in their
+      ``resume_only_state`` (the DTSKD prediction memory: 80 MB for
+      CIFAR-100, 20 GB for ImageNet), is kept in the newest epoch (or iter)
+      checkpoint only: it is left out of best checkpoints and removed from
+      the previous one once the new one is complete. Resuming from a
+      checkpoint without it is refused before training (see
+      :func:`~teskd_mm.utils.checkpoint.check_resume_state`).
 
     Temporary files of a run killed mid-write are removed when training
     starts. The one place this relies on mmengine's private API is
@@ -56,10 +67,22 @@ class SafeCheckpointHook(CheckpointHook):
                 runner.logger.info(
                     f'Removed {name}, the partial write of a killed run.')
 
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        # Also where the Runner is used without the tools' pre-flight check.
+        if getattr(runner, '_resume', False):
+            check_resume_state(runner.model, checkpoint,
+                               str(runner._load_from or 'the checkpoint'),
+                               runner.work_dir)
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        if not getattr(self, '_step_save', False):
+            drop_resume_state(runner.model, checkpoint)
+
     def _save_checkpoint_with_step(self, runner, step, meta) -> None:
         keep = self.max_keep_ckpts
         previous = (self.last_ckpt,
                     runner.message_hub.get_info('last_ckpt'))
+        self._step_save = True
         # One more slot while saving: mmengine then deletes nothing before
         # the new file exists; the oldest goes below, once it does.
         if keep > 0:
@@ -74,6 +97,14 @@ class SafeCheckpointHook(CheckpointHook):
             raise
         finally:
             self.max_keep_ckpts = keep
+            self._step_save = False
+        # Only a file of this run's own folder: a run resumed from another
+        # work dir leaves that one's files as they are.
+        if is_main_process() and previous[1] and \
+                previous[1] != self.last_ckpt and \
+                osp.dirname(osp.abspath(previous[1])) == \
+                osp.abspath(str(self.out_dir)):
+            self._drop_resume_state_of(runner, previous[1])
         if keep <= 0:
             return
         while len(self.keep_ckpt_ids) > keep:
@@ -87,3 +118,12 @@ class SafeCheckpointHook(CheckpointHook):
                     self.file_backend.rmtree(path)
         runner.message_hub.update_info('keep_ckpt_ids',
                                        list(self.keep_ckpt_ids))
+
+    def _drop_resume_state_of(self, runner, path: str) -> None:
+        """Rewrite an older checkpoint without its resume-only state."""
+        if not has_resume_only_state(runner.model) or \
+                not self.file_backend.isfile(path):
+            return
+        ckpt = torch.load(path, map_location='cpu', weights_only=False)
+        if drop_resume_state(runner.model, ckpt):
+            save_checkpoint(ckpt, path, backend_args=self.backend_args)

@@ -256,6 +256,67 @@ def resolve_resume(cfg: Config,
         'pass --resume PATH to a good checkpoint.')
 
 
+def _resume_only_keys(model: nn.Module) -> List[str]:
+    """The state_dict keys modules declare in ``resume_only_state``."""
+    model = getattr(model, 'module', model)  # DDP and the like
+    keys = []
+    for name, module in model.named_modules():
+        for key in getattr(module, 'resume_only_state', ()):
+            keys.append(f'{name}.{key}' if name else key)
+    return keys
+
+
+def has_resume_only_state(model: nn.Module) -> bool:
+    """Whether some module keeps state that only resuming needs."""
+    return bool(_resume_only_keys(model))
+
+
+def drop_resume_state(model: nn.Module, ckpt: Dict[str, Any]) -> List[str]:
+    """Take the resume-only state out of a checkpoint dict, in place, and
+    record in its ``meta`` that it was taken out.
+
+    Returns:
+        list[str]: The keys removed.
+    """
+    state = ckpt.get('state_dict', {})
+    dropped = [
+        k for k in _resume_only_keys(model)
+        if k in state or f'module.{k}' in state
+    ]
+    for key in dropped:
+        state.pop(key, None)
+        state.pop(f'module.{key}', None)
+    if dropped:
+        ckpt.setdefault('meta', {})['resume_state_dropped'] = dropped
+    return dropped
+
+
+def check_resume_state(model: nn.Module, ckpt: Dict[str, Any], path: str,
+                       work_dir: str) -> None:
+    """A resumed run needs the state only the newest checkpoint keeps.
+
+    Args:
+        model (nn.Module): The model the config builds.
+        ckpt (dict): The checkpoint to resume from.
+        path (str): Its file, for messages.
+        work_dir (str): The work dir, whose ``last_checkpoint`` names the
+            newest checkpoint.
+    """
+    dropped = (ckpt.get('meta') or {}).get('resume_state_dropped')
+    if not dropped or not has_resume_only_state(model):
+        return
+    newest = last_checkpoint(work_dir)
+    hint = (f'resume from {newest}, the newest' if newest and
+            osp.abspath(newest) != osp.abspath(path) else
+            'no newer checkpoint of this run holds it either')
+    raise ConfigCheckError(
+        f'{path} holds no {", ".join(dropped)}: that state is kept only in '
+        'the newest checkpoint of a run, and resuming without it would not '
+        f'continue the run that was trained; {hint}. To train on from these '
+        'weights with that state started afresh, use '
+        f'--cfg-options load_from={path} without --resume.')
+
+
 def check_checkpoint_fits(model: nn.Module,
                           ckpt: Dict[str, Any],
                           path: str,

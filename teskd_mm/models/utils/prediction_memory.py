@@ -30,7 +30,10 @@ class PredictionMemory(nn.Module):
 
     Cost: ``rows x num_heads x num_classes`` values plus one byte per row,
     in host memory whatever the model's device (only a batch's rows travel
-    to it), once per process, and the same again in each checkpoint. With
+    to it), once per process, and once more on disk: the memory is
+    ``resume_only_state``, which ``SafeCheckpointHook`` keeps in the newest
+    epoch checkpoint only (best checkpoints, for testing and deployment,
+    leave it out). With
     the four heads of DTSKD: CIFAR-100 (50,000 x 4 x 100) takes 80 MB in
     ``float32`` and 40 MB in ``float16``; ImageNet-1k (1,281,167 x 4 x 1000)
     takes 20.5 GB and 10.2 GB. ``float16`` keeps about three significant
@@ -50,6 +53,9 @@ class PredictionMemory(nn.Module):
         dtype (str): Storage type, ``'float32'`` (default), ``'float16'`` or
             ``'bfloat16'``.
     """
+
+    # State that only resuming needs; see SafeCheckpointHook.
+    resume_only_state = ('predictions', 'written')
 
     def __init__(self,
                  num_samples: Optional[int] = None,

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from mmengine.config import Config
 
-from ..checkpoint import check_checkpoint_fits, resolve_resume
+from ..checkpoint import (check_checkpoint_fits, check_resume_state,
+                          resolve_resume)
 from .data import check_data, check_same_classes
 from .model import (build_model, check_classes, check_sample_indices,
                     run_dummy_batch, set_find_unused)
@@ -78,6 +79,8 @@ def check_config(cfg: Config,
             # On the fresh model: the dummy batch below fills its memory.
             check_checkpoint_fits(
                 model, ckpt, cfg.load_from, cfg, exact=mode == 'train')
+            if mode == 'train':
+                check_resume_state(model, ckpt, cfg.load_from, cfg.work_dir)
         if mode == 'train':
             check_sample_indices(cfg, model)
         unused = run_dummy_batch(
