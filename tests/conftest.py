@@ -266,7 +266,12 @@ def train_one_step(cfg, steps: int = 1) -> tuple:
     model = MODELS.build(model_cfg(cfg))
     model.init_weights()
     model.train()
-    optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    optim = cfg.optim_wrapper
+    if optim.get('type') == 'AmpOptimWrapper' and \
+            not torch.cuda.is_available():
+        # mmengine's AMP runs on CUDA only; the step is taken in fp32.
+        optim = dict(optimizer=optim.optimizer)
+    optim_wrapper = build_optim_wrapper(model, optim)
     watched = [next(model.backbone.parameters()), model.head.fc.weight]
     before = [p.detach().clone() for p in watched]
     batch = small_batch(cfg, model.head.num_classes)
@@ -279,7 +284,14 @@ def train_one_step(cfg, steps: int = 1) -> tuple:
 # -- running the tools --------------------------------------------------------
 def run_tool(*args, env=None, timeout=900, check=True):
     """Run ``python <args>`` from the project root and return it."""
-    full_env = dict(os.environ)
+    # A launcher's variables left in this process by a test must not make
+    # the tool a rank of some distributed run.
+    full_env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR',
+                     'MASTER_PORT') and not k.startswith('SLURM_')
+    }
     full_env.setdefault('OMP_NUM_THREADS', '2')
     full_env.update(env or {})
     proc = subprocess.run([sys.executable, *args],

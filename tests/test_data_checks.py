@@ -142,6 +142,7 @@ def test_amp_without_cuda_is_refused_before_the_work_dir(tiny, tmp_path):
     proc = run_tool('tools/train.py', tiny, '--work-dir', work, '--amp',
                     check=False)
     assert proc.returncode != 0
-    assert 'train.py: error: --amp trains with mmengine\'s AmpOptimWrapper, '\
-        'which needs a CUDA GPU, and none is available' in proc.stderr
+    assert 'train.py: error: optim_wrapper is AmpOptimWrapper (--amp, or the '\
+        'config), which mmengine runs on a CUDA GPU only, and none is '\
+        'available' in proc.stderr
     assert not osp.exists(work)

@@ -3,6 +3,10 @@
 # On a machine without GPUs, GPUS processes evaluate on the CPU over gloo.
 # PYTHON names the interpreter (default: python on PATH); PORT the master port.
 set -euo pipefail
+if [ $# -lt 3 ]; then
+    echo "usage: $0 CONFIG CHECKPOINT GPUS [test.py options]" >&2
+    exit 2
+fi
 CONFIG=$1
 CHECKPOINT=$2
 GPUS=$3

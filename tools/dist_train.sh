@@ -3,6 +3,10 @@
 # On a machine without GPUs, GPUS processes train on the CPU over gloo.
 # PYTHON names the interpreter (default: python on PATH); PORT the master port.
 set -euo pipefail
+if [ $# -lt 2 ]; then
+    echo "usage: $0 CONFIG GPUS [train.py options]" >&2
+    exit 2
+fi
 CONFIG=$1
 GPUS=$2
 NNODES=${NNODES:-1}

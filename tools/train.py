@@ -8,7 +8,6 @@ import os
 import os.path as osp
 import sys
 
-import torch
 import torch.distributed as torch_dist
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
@@ -76,10 +75,6 @@ def merge_args(cfg: Config, args) -> Config:
         cfg.work_dir = osp.join('./work_dirs',
                                 osp.splitext(osp.basename(args.config))[0])
     if args.amp:
-        if not torch.cuda.is_available():
-            sys.exit('train.py: error: --amp trains with mmengine\'s '
-                     'AmpOptimWrapper, which needs a CUDA GPU, and none is '
-                     'available; train without --amp (fp32).')
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
     if args.resume == 'auto':

@@ -5,6 +5,8 @@ releases this package is used with; every tool calls :func:`setup_runtime`
 and :func:`prepare_cfg` instead of patching things where they break.
 """
 import os
+import shutil
+import subprocess
 from typing import List, Optional
 
 import torch
@@ -30,12 +32,74 @@ def setup_runtime() -> None:
     import teskd_mm  # noqa: F401  (registers the components)
 
 
+def slurm_master_addr(node_list: str) -> str:
+    """The first host of a Slurm node list, as ``scontrol`` expands it.
+
+    Args:
+        node_list (str): ``SLURM_NODELIST``, e.g. ``node[01-04],gpu7``.
+
+    Returns:
+        str: The first host name. A list naming one plain host is that host,
+        with or without ``scontrol``.
+
+    Raises:
+        RuntimeError: The list needs ``scontrol`` to expand, and there is
+            none on PATH, or it failed.
+    """
+    scontrol = shutil.which('scontrol')
+    if scontrol:
+        proc = subprocess.run([scontrol, 'show', 'hostnames', node_list],
+                              capture_output=True, text=True)
+        if proc.returncode == 0 and proc.stdout.split():
+            return proc.stdout.split()[0]
+        why = f'`scontrol show hostnames` failed ({proc.stderr.strip()})'
+    else:
+        why = 'scontrol, which expands it, is not on PATH'
+    if node_list and not any(c in node_list for c in '[],'):
+        return node_list
+    raise RuntimeError(
+        f'SLURM_NODELIST={node_list!r} names its hosts in Slurm\'s short '
+        f'form, and {why}; set MASTER_ADDR to the first host.')
+
+
+def slurm_to_torch_env() -> None:
+    """Set torch's rendezvous variables from the ones srun sets.
+
+    The same derivation as mmengine's ``_init_dist_slurm``: ``RANK`` from
+    ``SLURM_PROCID``, ``WORLD_SIZE`` from ``SLURM_NTASKS``, ``LOCAL_RANK``
+    from ``SLURM_LOCALID``; ``MASTER_ADDR`` and ``MASTER_PORT`` are kept
+    where set, else the first host of ``SLURM_NODELIST`` and 29500.
+
+    Raises:
+        RuntimeError: A variable that srun sets is missing.
+    """
+    missing = [
+        k for k in ('SLURM_PROCID', 'SLURM_NTASKS', 'SLURM_NODELIST')
+        if k not in os.environ
+    ]
+    if missing:
+        raise RuntimeError(
+            f'--launcher slurm reads {", ".join(missing)}, which srun sets '
+            'and this process lacks; start it with tools/slurm_train.sh or '
+            'srun.')
+    os.environ['RANK'] = str(int(os.environ['SLURM_PROCID']))
+    os.environ['WORLD_SIZE'] = str(int(os.environ['SLURM_NTASKS']))
+    if 'SLURM_LOCALID' in os.environ:
+        os.environ['LOCAL_RANK'] = str(int(os.environ['SLURM_LOCALID']))
+    os.environ.setdefault('MASTER_PORT', '29500')
+    if 'MASTER_ADDR' not in os.environ:
+        os.environ['MASTER_ADDR'] = slurm_master_addr(
+            os.environ['SLURM_NODELIST'])
+
+
 def init_cpu_distributed(launcher: str) -> bool:
     """Start the process group over gloo where no GPU can be used.
 
-    mmengine's ``pytorch`` launcher calls ``torch.cuda.set_device``
-    unconditionally, so on a CPU-only machine the group is started here,
-    before the Runner, which then sees it as already initialised.
+    mmengine's ``pytorch`` and ``slurm`` launchers call
+    ``torch.cuda.set_device`` unconditionally (and default to nccl), so on
+    a CPU-only machine the group is started here, before the Runner, which
+    then sees it as already initialised. For ``slurm`` the variables srun
+    sets are read first (:func:`slurm_to_torch_env`).
 
     Args:
         launcher (str): The ``--launcher`` of the tool.
@@ -43,9 +107,11 @@ def init_cpu_distributed(launcher: str) -> bool:
     Returns:
         bool: Whether a CPU process group was started.
     """
-    if launcher != 'pytorch' or torch.cuda.is_available() or \
+    if launcher not in ('pytorch', 'slurm') or torch.cuda.is_available() or \
             torch_dist.is_initialized():
         return False
+    if launcher == 'slurm':
+        slurm_to_torch_env()
     torch_dist.init_process_group(
         backend='gloo',
         rank=int(os.environ['RANK']),

@@ -174,6 +174,18 @@ class MFMNeck(BaseModule):
         """1x1 conv-BN-ReLU over the concatenation."""
         return ConvModule(in_channels, out_channels, 1, norm_cfg=self.norm_cfg)
 
+    def init_weights(self) -> None:
+        """Apply ``init_cfg`` to every layer, ``lateral_top`` included.
+
+        mmengine runs the ``init_weights`` of direct children after the
+        neck's ``init_cfg``; a ConvModule child re-draws its conv there, so
+        ``lateral_top`` alone would miss the config's initialisation.
+        """
+        super().init_weights()
+        if self.init_cfg:
+            from mmengine.model import initialize
+            initialize(self.lateral_top, self.init_cfg)
+
     def _check_inputs(self, inputs: Sequence[torch.Tensor]) -> None:
         if not isinstance(inputs, (tuple, list)) or \
                 len(inputs) != self.num_levels:

@@ -18,9 +18,10 @@ from mmengine.config import Config
 
 from ..checkpoint import (check_checkpoint_fits, check_resume_state,
                           resolve_resume)
+from ..errors import ConfigCheckError
 from .data import check_data, check_same_classes
 from .model import (build_model, check_classes, check_sample_indices,
-                    run_dummy_batch, set_find_unused)
+                    check_teacher_stage, run_dummy_batch, set_find_unused)
 
 __all__ = ['check_config', 'check_data']
 
@@ -64,6 +65,13 @@ def check_config(cfg: Config,
     """
     if mode not in ('train', 'test'):
         raise ValueError(f'mode={mode!r} is not train or test')
+    wrapper = (cfg.get('optim_wrapper') or {}).get('type')
+    if mode == 'train' and wrapper == 'AmpOptimWrapper' and \
+            not torch.cuda.is_available():
+        raise ConfigCheckError(
+            'optim_wrapper is AmpOptimWrapper (--amp, or the config), which '
+            'mmengine runs on a CUDA GPU only, and none is available; train '
+            'without --amp, or with optim_wrapper.type=OptimWrapper (fp32).')
     with _kept_random_state():
         infos = check_data(cfg, mode, distributed)
         ckpt = resolve_resume(
@@ -82,6 +90,7 @@ def check_config(cfg: Config,
             if mode == 'train':
                 check_resume_state(model, ckpt, cfg.load_from, cfg.work_dir)
         if mode == 'train':
+            check_teacher_stage(cfg, model)
             check_sample_indices(cfg, model)
         unused = run_dummy_batch(
             cfg, model, infos, need_grads=distributed and mode == 'train')

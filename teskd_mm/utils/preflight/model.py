@@ -152,6 +152,42 @@ def _run_split(cfg: Config, model: nn.Module, split: str, info: DataInfo,
         raise ConfigCheckError(message) from e
 
 
+def check_teacher_stage(cfg: Config, model: nn.Module) -> None:
+    """The neck's last input must be the backbone's last output.
+
+    The teacher is backbone -> pool -> Linear on the last output the
+    backbone gives; where ``out_indices`` stop before the backbone's own
+    last output (its default, the one a stock head reads), the teacher
+    trained and deployed is a truncated network, without a word.
+    """
+    from mmpretrain.registry import MODELS
+
+    from ...models.necks import MFMNeck
+    if not isinstance(getattr(model, 'neck', None), MFMNeck):
+        return
+    backbone_cfg = copy.deepcopy(dict(cfg.model.backbone))
+    given = backbone_cfg.pop('out_indices', None)
+    if not isinstance(given, (tuple, list)) or not given:
+        return
+    try:
+        default = MODELS.build(backbone_cfg).out_indices
+    except Exception:
+        return  # a backbone without a default: nothing to compare with
+    default = [i for i in (default if isinstance(default, (tuple, list))
+                           else (default, ))]
+    if min(list(given) + default) < 0:
+        return  # negative indices count from an end this does not know
+    if max(given) < max(default):
+        raise ConfigCheckError(
+            f'The backbone\'s out_indices={tuple(given)} end at output '
+            f'{max(given)}, but the backbone itself ends at output '
+            f'{max(default)} (its default out_indices, the output a stock '
+            'head reads): the teacher, which classifies the last output, '
+            f'would be the backbone cut after output {max(given)}, and so '
+            f'would the deployed model. Make {max(default)} the last of '
+            'out_indices (tools/teskd_config.py picks the four outputs).')
+
+
 def check_sample_indices(cfg: Config, model: nn.Module) -> None:
     """DTSKD keys its prediction memory by ``sample_idx``, which a
     ``ConcatDataset`` restarts in each part: two images would share a row."""
