@@ -281,6 +281,15 @@ def train_one_step(cfg, steps: int = 1) -> tuple:
     return model, losses, changed
 
 
+# -- launching ----------------------------------------------------------------
+def free_port() -> str:
+    """A TCP port free on this machine now, for a launcher's master."""
+    import socket
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return str(s.getsockname()[1])
+
+
 # -- running the tools --------------------------------------------------------
 def run_tool(*args, env=None, timeout=900, check=True):
     """Run ``python <args>`` from the project root and return it."""

@@ -146,3 +146,45 @@ def test_amp_without_cuda_is_refused_before_the_work_dir(tiny, tmp_path):
         'config), which mmengine runs on a CUDA GPU only, and none is '\
         'available' in proc.stderr
     assert not osp.exists(work)
+
+
+def test_work_dir_that_cannot_be_made(tiny, tmp_path):
+    a_file = tmp_path / 'a_file'
+    a_file.write_text('')
+    work = str(a_file / 'work')
+    with pytest.raises(SystemExit) as info:
+        tool_in_process('train.py', tiny, '--work-dir', work)
+    assert str(info.value.code) == (
+        f'train.py: error: The work dir {work} cannot be written: Not a '
+        f'directory ({work}); choose another --work-dir.')
+
+
+def test_full_disk_while_training_gives_one_line(tiny, tmp_path,
+                                                 monkeypatch):
+    """The second checkpoint cannot be written: the first stays intact."""
+    import errno
+
+    from teskd_mm.utils import checkpoint
+    real = checkpoint.atomic_write
+    calls = []
+
+    def full_after_one(path, write):
+        if path.endswith('.pth'):
+            calls.append(path)
+            if len(calls) > 1:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+        real(path, write)
+
+    monkeypatch.setattr(checkpoint, 'atomic_write', full_after_one)
+    work = str(tmp_path / 'work')
+    with pytest.raises(SystemExit) as info:
+        tool_in_process('train.py', tiny, '--work-dir', work,
+                        '--cfg-options', 'train_dataloader.dataset.indices=8',
+                        'val_dataloader.dataset.indices=8',
+                        'default_hooks.checkpoint.save_best=None')
+    first = osp.join(work, 'epoch_1.pth')
+    assert str(info.value.code) == (
+        f'train.py: error: writing {osp.join(work, "epoch_2.pth")} failed: '
+        f'No space left on device; the last checkpoint, {first}, is intact.')
+    assert sorted(f for f in os.listdir(work) if f.endswith('.pth')) == \
+        ['epoch_1.pth']

@@ -20,14 +20,13 @@ import json
 import os
 import os.path as osp
 import re
-import socket
 import subprocess
 import sys
 
 import pytest
 import torch
 
-from conftest import ROOT, tool_in_process, write_tiny_config
+from conftest import ROOT, free_port, tool_in_process, write_tiny_config
 
 GROUP_NORM = """
 norm = dict(type='GN', num_groups=4)
@@ -44,12 +43,6 @@ val_dataloader = dict(batch_size=10)
 test_dataloader = dict(batch_size=10)
 train_cfg = dict(max_epochs=1)
 """
-
-
-def free_port() -> str:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return str(s.getsockname()[1])
 
 
 def start_dist_tool(script, *args):

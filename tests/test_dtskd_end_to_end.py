@@ -14,7 +14,7 @@ from mmpretrain.registry import MODELS
 
 from teskd_mm.utils import ConfigCheckError, setup_runtime
 
-from conftest import ROOT, run_tool, write_full_config
+from conftest import ROOT, run_tool, tool_in_process, write_full_config
 
 MEMORY = 'head.loss_module.memory.'
 
@@ -163,11 +163,12 @@ def test_resume_through_the_tool_with_a_growing_memory(trained):
     cfg, _, tmp = trained
     work = str(tmp / 'grow')
     grow = ('--cfg-options', 'model.head.loss.num_samples=None')
-    run_tool('tools/train.py', cfg, '--work-dir', work, *grow,
-             'train_cfg.max_epochs=1')
-    proc = run_tool('tools/train.py', cfg, '--work-dir', work, '--resume',
-                    *grow)
-    assert 'resumed epoch: 1, iter: 2' in proc.stdout + proc.stderr
+    tool_in_process('train.py', cfg, '--work-dir', work, *grow,
+                    'train_cfg.max_epochs=1')
+    tool_in_process('train.py', cfg, '--work-dir', work, '--resume', *grow)
+    logs = [osp.join(r, f) for r, _, fs in os.walk(work) for f in fs
+            if f.endswith('.log')]
+    assert any('resumed epoch: 1, iter: 2' in open(f).read() for f in logs)
     predictions, written = memory_of(osp.join(work, 'epoch_2.pth'))
     # Rows up to the largest sample index (0 .. 7 in the subset of 8).
     assert predictions.shape == (8, 4, 10) and bool(written.all())

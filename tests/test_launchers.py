@@ -20,7 +20,6 @@ processes) is not tested here.
 """
 import os
 import os.path as osp
-import socket
 import stat
 import subprocess
 import sys
@@ -28,7 +27,7 @@ import sys
 import pytest
 import torch
 
-from conftest import ROOT, write_tiny_config
+from conftest import ROOT, free_port, write_tiny_config
 
 SCRIPTS = {
     # script: (tool, the 4th positional argument, the advice when no srun)
@@ -288,12 +287,6 @@ def test_a_process_not_started_by_srun_is_told_so(slurm_env):
 
 
 # -- one task through the scripts and the tools -------------------------------
-def free_port() -> str:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return str(s.getsockname()[1])
-
-
 SMALL = """
 train_dataloader = dict(dataset=dict(indices=8))
 val_dataloader = dict(dataset=dict(indices=8))

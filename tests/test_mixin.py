@@ -87,10 +87,18 @@ def test_readme_example_trains_and_deploys_to_stock_resnet50(tmp_path):
     cfg = Config.fromfile(str(path))
     stock_cfg = stock(tmp_path, 'resnet/resnet50_8xb32_in1k.py')
     check_trains_and_deploys(cfg, stock_cfg)
-    # Nothing but the model changed.
+    # Nothing but the model and the checkpoint hook's type changed (plus
+    # the reliability hooks the stock config has none of).
     for key in ('train_dataloader', 'optim_wrapper', 'param_scheduler',
-                'train_cfg', 'default_hooks'):
+                'train_cfg'):
         assert cfg[key] == stock_cfg[key], key
+    hooks = cfg.default_hooks.to_dict()
+    assert hooks.pop('checkpoint') == dict(
+        stock_cfg.default_hooks.checkpoint, type='SafeCheckpointHook')
+    assert hooks == {k: v for k, v in stock_cfg.default_hooks.items()
+                     if k != 'checkpoint'}
+    assert [h['type'] for h in cfg.custom_hooks] == [
+        'EpochSeedHook', 'NonFiniteLossHook', 'SyncBuffersHook']
 
 
 @pytest.mark.parametrize('family', list(FAMILIES))

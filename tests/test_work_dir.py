@@ -17,7 +17,8 @@ import time
 
 import pytest
 
-from conftest import ROOT, run_tool, write_tiny_config
+from conftest import (ROOT, free_port, run_tool, tool_in_process,
+                      write_tiny_config)
 
 ENV = dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1')
 
@@ -63,14 +64,20 @@ def finished(tiny, tmp_path_factory):
         assert first.poll() is None, open(work + '.log').read()[-3000:]
         assert time.time() < deadline
         time.sleep(0.05)
+    # A second run, and a second launch of two processes, at once.
+    launch = subprocess.Popen(
+        ['bash', 'tools/dist_train.sh', tiny, '2', '--work-dir', work],
+        cwd=ROOT, env=dict(ENV, PYTHON=sys.executable, PORT=free_port()),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     second = run_tool('tools/train.py', tiny, '--work-dir', work,
                       check=False, env=ENV)
+    launched = launch.communicate(timeout=300)[0]
     assert first.wait(timeout=600) == 0, open(work + '.log').read()[-3000:]
-    return work, first.pid, second
+    return work, first.pid, second, (launch.returncode, launched)
 
 
 def test_second_run_on_a_busy_work_dir_stops_naming_the_first(finished):
-    work, pid, second = finished
+    work, pid, second, _ = finished
     assert second.returncode != 0
     assert re.search(rf'train.py: error: \S+ is in use by another training '
                      rf'run \(pid {pid} on \S+, started [\d\-T:]+: '
@@ -78,6 +85,13 @@ def test_second_run_on_a_busy_work_dir_stops_naming_the_first(finished):
     # The first finished unharmed, alone in its work dir.
     assert 'epoch_30.pth' in os.listdir(work)
     assert len(run_dirs(work)) == 1
+
+
+def test_second_launch_of_two_processes_stops_too(finished):
+    _, pid, _, (returncode, log) = finished
+    assert returncode != 0
+    assert re.search(rf'train.py: error: \S+ is in use by another training '
+                     rf'run \(pid {pid} ', log), log[-3000:]
 
 
 def test_new_run_refuses_an_earlier_runs_checkpoints(finished, tiny):
@@ -142,11 +156,10 @@ def test_resume_with_a_changed_model_stops_before_writing(tiny, tmp_path):
          r'train_dataloader.dataset has 10 classes'),
     ]
     for options, message in changes:
-        proc = run_tool('tools/train.py', tiny, '--work-dir', work,
-                        '--resume', '--cfg-options', *options,
-                        check=False, env=ENV)
-        assert proc.returncode != 0
-        assert re.search(message, proc.stderr), proc.stderr
+        with pytest.raises(SystemExit) as info:
+            tool_in_process('train.py', tiny, '--work-dir', work, '--resume',
+                            '--cfg-options', *options)
+        assert re.search(message, str(info.value.code)), info.value.code
     # Nothing written: the saved config and checkpoints are as they were.
     assert digest(work) == before
     assert len(run_dirs(work)) == 1

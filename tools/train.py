@@ -16,6 +16,7 @@ from teskd_mm.utils import (ConfigCheckError, check_config,
                             close_distributed, init_cpu_distributed,
                             launch_rank, missing_reliability_hooks,
                             prepare_cfg, setup_runtime)
+from teskd_mm.utils.checkpoint import last_checkpoint
 from teskd_mm.utils.work_dir import claim_work_dir, release
 
 
@@ -154,6 +155,14 @@ def main():
         runner.train()
     except NonFiniteLossError as e:
         sys.exit(f'train.py: error: {e}')
+    except OSError as e:
+        # A full disk or a folder that cannot be written: one line, and
+        # the checkpoint that is still good.
+        last = last_checkpoint(cfg.work_dir)
+        kept = f'the last checkpoint, {last}, is intact' if last else \
+            'no checkpoint had been written'
+        sys.exit(f'train.py: error: writing {e.filename or cfg.work_dir} '
+                 f'failed: {e.strerror or e}; {kept}.')
     finally:
         if lock is not None:
             release(lock)

@@ -43,9 +43,14 @@ def lock_work_dir(work_dir: str) -> IO[str]:
     Raises:
         ConfigCheckError: Another process holds it; the message names it.
     """
-    os.makedirs(work_dir, exist_ok=True)
     path = osp.join(work_dir, LOCK_NAME)
-    f = open(path, 'a+')
+    try:
+        os.makedirs(work_dir, exist_ok=True)
+        f = open(path, 'a+')
+    except OSError as e:
+        raise ConfigCheckError(
+            f'The work dir {work_dir} cannot be written: {e.strerror} '
+            f'({e.filename}); choose another --work-dir.') from e
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
