@@ -32,7 +32,7 @@ setup(
         # Pure-Python mmcv for machines without a full mmcv build; leave it
         # out where full mmcv is installed, or it would shadow it.
         'lite': ['mmcv-lite>=2.0.0,<2.4.0'],
-        'tests': ['pytest', 'matplotlib', 'scikit-learn'],
+        'tests': ['pytest', 'pytest-xdist', 'matplotlib', 'scikit-learn'],
     },
     license='Apache-2.0',
     zip_safe=False,
