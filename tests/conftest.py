@@ -217,14 +217,16 @@ def model_cfg(cfg) -> dict:
     return model
 
 
-def small_batch(cfg, num_classes: int, batch_size: int = 2) -> dict:
+def small_batch(cfg, num_classes: int, batch_size: int = 2,
+                size=None) -> dict:
     """The package's dummy batch at the config's input size, shrunk to 64 px
     for ImageNet-size configs (still halving through five stride-2
-    stages), to keep the tests fast."""
+    stages), to keep the tests fast; or at ``size``."""
     from teskd_mm.utils.inputs import dummy_batch, input_size
-    size = input_size(cfg, 'train')
-    if max(size) > 64:
-        size = (64, 64)
+    if size is None:
+        size = input_size(cfg, 'train')
+        if max(size) > 64:
+            size = (64, 64)
     return dummy_batch(cfg, 'train', batch_size, size=size,
                        num_classes=num_classes)
 
@@ -245,9 +247,10 @@ def expected_loss_keys(head: dict) -> set:
 _hubs = itertools.count()
 
 
-def train_one_step(cfg, steps: int = 1) -> tuple:
+def train_one_step(cfg, steps: int = 1, size=None) -> tuple:
     """Build the model and take ``steps`` SGD steps on random images, as the
-    Runner would (epoch 0 in the message hub).
+    Runner would (epoch 0 in the message hub), at :func:`small_batch`'s
+    size or ``size``.
 
     Returns:
         tuple: The model, the last losses, and whether the first backbone
@@ -274,7 +277,7 @@ def train_one_step(cfg, steps: int = 1) -> tuple:
     optim_wrapper = build_optim_wrapper(model, optim)
     watched = [next(model.backbone.parameters()), model.head.fc.weight]
     before = [p.detach().clone() for p in watched]
-    batch = small_batch(cfg, model.head.num_classes)
+    batch = small_batch(cfg, model.head.num_classes, size=size)
     for _ in range(steps):
         losses = model.train_step(batch, optim_wrapper)
     changed = [not torch.equal(a, p) for a, p in zip(before, watched)]
