@@ -225,13 +225,9 @@ def check_same_logits(cfg: Config, state: Dict[str, torch.Tensor],
     deployed config that picks another backbone stage, or weights that do
     not reach the right layers, give other logits and are refused.
     """
-    from mmpretrain.registry import MODELS
-
     from ..utils.inputs import dummy_batch
-    model_cfg = copy.deepcopy(cfg.model)
-    if cfg.get('data_preprocessor') and 'data_preprocessor' not in model_cfg:
-        model_cfg['data_preprocessor'] = copy.deepcopy(cfg.data_preprocessor)
-    trained = MODELS.build(model_cfg)
+    from ..utils.preflight.model import build_model
+    trained = build_model(cfg)
     trained.load_state_dict(state, strict=False)
     trained.eval(), stock_model.eval()
     batch = dummy_batch(cfg, 'test', batch_size=2)

@@ -19,6 +19,7 @@ import torch
 from mmengine.config import Config
 
 from ..utils.inputs import dummy_batch, input_size
+from ..utils.preflight.model import build_model
 from .deploy import stock_model_cfg
 
 # The reliability hooks of configs/_base_/default_runtime.py.
@@ -321,9 +322,7 @@ def verify_plan(plan: Dict, text: str, folder: str) -> None:
                              f"_base_ = '{resolve_config(plan['base'])}'"))
     cfg = Config.fromfile(path)
     stock_cfg = Config.fromfile(resolve_config(plan['base']))
-    model_cfg = copy.deepcopy(cfg.model)
-    model_cfg.setdefault('data_preprocessor', cfg.get('data_preprocessor'))
-    model = _build(model_cfg)
+    model = build_model(cfg)
     model.train()
     # At twice the total stride, where the stages still halve; the full
     # input size would only make the check slower.

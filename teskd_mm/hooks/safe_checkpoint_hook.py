@@ -55,6 +55,7 @@ class SafeCheckpointHook(CheckpointHook):
             backend_args = dict(backend='atomic_local')
         super().__init__(
             *args, out_dir=out_dir, backend_args=backend_args, **kwargs)
+        self._step_save = False  # an epoch/iter save, not a best one
 
     def before_train(self, runner) -> None:
         super().before_train(runner)
@@ -75,7 +76,7 @@ class SafeCheckpointHook(CheckpointHook):
                                runner.work_dir)
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        if not getattr(self, '_step_save', False):
+        if not self._step_save:
             drop_resume_state(runner.model, checkpoint)
 
     def _save_checkpoint_with_step(self, runner, step, meta) -> None:
