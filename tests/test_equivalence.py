@@ -150,3 +150,46 @@ def test_same_checkpoint_layout_at_full_width():
     assert list(fs) == list(ps)
     assert all(fs[k].shape == ps[k].shape for k in fs)
     assert n_params(fast) == 37_050_832 - 11_220_132 + 51_300
+
+
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_patchify_keeps_its_input_not_a_copy(channels_last):
+    """The students' strided conv keeps ``x`` (alive anyway) for backward,
+    not a patch copy as large as ``x``."""
+    from teskd_mm.models.utils import patchify_conv
+    conv = nn.Conv2d(16, 24, 4, stride=4)
+    x = torch.randn(2, 16, 8, 8)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(
+            lambda t: saved.append(t) or t, lambda t: t):
+        out = patchify_conv(x, conv)
+    assert any(t is x for t in saved)
+    assert not [t for t in saved
+                if t.numel() == x.numel() and t.data_ptr() != x.data_ptr()]
+    out.sum().backward()
+    assert x.grad.is_contiguous(memory_format=torch.channels_last
+                                if channels_last else
+                                torch.contiguous_format)
+
+
+def test_student_branch_under_autocast():
+    """bf16 autocast: the fast branch's products run in bf16 as the plain
+    branch's convolutions do, its gradients come back in fp32 and agree
+    with the plain branch's under the same autocast."""
+    fast, plain = pair(lambda f: StudentBranch(16, 24, 10, 4, NORM, fast=f))
+    x = torch.randn(3, 16, 8, 8)
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out_f, out_p = fast(a)[1], plain(b)[1]
+        assert out_f.dtype == out_p.dtype == torch.bfloat16
+        out_f.float().sum().backward()
+        out_p.float().sum().backward()
+    assert a.grad.dtype == torch.float32
+    torch.testing.assert_close(a.grad, b.grad, rtol=0.02, atol=0.01)
+    for (n, p), q in zip(fast.named_parameters(), plain.parameters()):
+        assert p.grad.dtype == torch.float32, n
+        torch.testing.assert_close(p.grad, q.grad, rtol=0.02, atol=0.01,
+                                   msg=n)

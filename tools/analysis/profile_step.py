@@ -40,6 +40,7 @@ from mmengine.registry import init_default_scope
 from torch.autograd.profiler import record_function
 from torch.profiler import ProfilerActivity, profile
 
+from teskd_mm.hooks.heap_reuse_hook import reuse_as_declared
 from teskd_mm.utils import ConfigCheckError, prepare_cfg, setup_runtime
 from teskd_mm.utils.inputs import dummy_batch, input_size
 from teskd_mm.utils.preflight.model import build_model
@@ -152,12 +153,14 @@ def attribute(events) -> Dict[str, Dict[str, float]]:
             name = e.name[len(SCOPE):]
             table[name]['forward_us'] += e.cpu_time_total - sum(
                 c.cpu_time_total for c in inner)
-        elif e.sequence_nr >= 0 and not _under(e, ()):
+        elif not _under(e, ()):
             part = _part_of(e)
-            seq_part.setdefault((e.fwd_thread or e.thread, e.sequence_nr),
-                                part)
+            if e.sequence_nr >= 0:
+                seq_part.setdefault(
+                    (e.fwd_thread or e.thread, e.sequence_nr), part)
             # The profiler gives FLOPs on one level of each call chain
-            # (aten::conv2d, aten::addmm under aten::linear).
+            # (aten::conv2d, aten::addmm under aten::linear), also inside
+            # custom autograd functions, whose ops have no sequence number.
             if e.name in MAC_OPS and e.flops and part:
                 table[part]['macs'] += e.flops / 2
     for e in events:
@@ -210,6 +213,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         model = build_model(cfg)
     except ConfigCheckError as e:
         raise SystemExit(f'{PROG}: error: {e}')
+    heap_reuse = reuse_as_declared(cfg)  # as the Runner's hook would
     torch.manual_seed(0)
     model.init_weights()
     model.train()
@@ -230,7 +234,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     table = attribute(prof.events())
     print(f'{args.config}: batch {args.batch_size}, input '
           f'{tuple(input_size(cfg, "train"))}, {torch.get_num_threads()} '
-          f'threads, {args.steps} profiled step(s), per step:')
+          f'threads, HeapReuseHook={heap_reuse}, {args.steps} profiled '
+          'step(s), per step:')
     print(render(table, args.steps))
     if args.out:
         import json

@@ -7,10 +7,84 @@ modules whose parameters it uses, up to floating-point rounding, and falls
 back to running the modules as they are where it does not apply;
 checkpoints are the same either way.
 """
+from typing import Tuple
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 from torch.nn.modules.batchnorm import _BatchNorm
+
+
+def _patch_rows(x: torch.Tensor, k: int) -> Tuple[torch.Tensor, bool]:
+    """The ``k x k`` patches of ``x`` as ``(N*h*w, C*k*k)`` rows (a copy).
+
+    Returns the rows and whether they are laid out ``(a, b, c)`` (from a
+    channels_last ``x``: whole ``k*c`` runs are gathered at a time) rather
+    than ``(c, a, b)``, the conv weight's own order.
+    """
+    n, c, height, width = x.shape
+    h, w = height // k, width // k
+    if k > 1 and not x.is_contiguous() and \
+            x.is_contiguous(memory_format=torch.channels_last):
+        patches = x.permute(0, 2, 3, 1).reshape(n, h, k, w, k, c)
+        return patches.permute(0, 1, 3, 2, 4, 5).reshape(n * h * w, -1), True
+    patches = x.reshape(n, c, h, k, w, k).permute(0, 2, 4, 1, 3, 5)
+    return patches.reshape(n * h * w, -1), False
+
+
+def _weight_rows(weight: torch.Tensor, last: bool) -> torch.Tensor:
+    """The conv weight as ``(C_out, C*k*k)`` in the patch rows' order."""
+    return (weight.permute(0, 2, 3, 1) if last else weight).flatten(1)
+
+
+class _PatchifyConv(torch.autograd.Function):
+    """``patchify_conv`` that keeps ``x``, not its patches, for backward.
+
+    The patches are a copy of ``x``, as large as ``x`` itself; the map
+    ``x`` is kept alive anyway by the layer that made it (a ReLU keeps its
+    output), so regathering the patches in backward costs one copy and
+    saves the memory of one map per student.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, k):
+        rows, last = _patch_rows(x, k)
+        ctx.save_for_backward(x, weight)
+        ctx.k, ctx.last, ctx.with_bias = k, last, bias is not None
+        return F.linear(rows, _weight_rows(weight, last), bias)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        k, last = ctx.k, ctx.last
+        # Under autocast the product ran in grad's dtype; so does its
+        # backward, and each gradient returns in its input's dtype.
+        dtype = grad.dtype
+        grad_x = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[1]:
+            # The weight's gradient first, so that the patches are freed
+            # before the input's gradient is made.
+            rows, _ = _patch_rows(x.to(dtype), k)
+            g = grad.t().mm(rows).to(weight.dtype)
+            del rows
+            cout, c = weight.shape[:2]
+            grad_weight = (g.reshape(cout, k, k, c).permute(0, 3, 1, 2)
+                           if last else g.reshape(weight.shape))
+        if ctx.with_bias and ctx.needs_input_grad[2]:
+            grad_bias = grad.sum(0).to(weight.dtype)
+        if ctx.needs_input_grad[0]:
+            n, c, height, width = x.shape
+            h, w = height // k, width // k
+            g = grad.mm(_weight_rows(weight, last).to(dtype)).to(x.dtype)
+            if last:  # rows (n, i, j, a, b, c) back to channels_last
+                g = g.reshape(n, h, w, k, k, c).permute(0, 1, 3, 2, 4, 5)
+                grad_x = g.reshape(n, height, width, c).permute(0, 3, 1, 2)
+            else:  # rows (n, i, j, c, a, b) back to (n, c, H, W)
+                g = g.reshape(n, h, w, c, k, k).permute(0, 3, 1, 4, 2, 5)
+                grad_x = g.reshape(n, c, height, width)
+        return grad_x, grad_weight, grad_bias, None
 
 
 def patchify_conv(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
@@ -19,7 +93,8 @@ def patchify_conv(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     Non-overlapping ``k x k`` patches are a space-to-depth reshape of ``x``,
     so the convolution is a single ``(N*h*w, C*k*k) @ (C*k*k, C_out)``
     product, which BLAS runs at full speed where the convolution kernels for
-    large ``k`` do not.
+    large ``k`` do not. Backward regathers the patches from ``x`` instead
+    of keeping them.
 
     Args:
         x (Tensor): ``(N, C, k*h, k*w)``, any memory format.
@@ -29,25 +104,7 @@ def patchify_conv(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     Returns:
         Tensor: ``(N*h*w, C_out)``, rows in ``(n, i, j)`` order.
     """
-    k = conv.kernel_size[0]
-    n, c, height, width = x.shape
-    h, w = height // k, width // k
-    if k > 1 and not x.is_contiguous() and \
-            x.is_contiguous(memory_format=torch.channels_last):
-        # Pixels (n, i, a, j, b) each hold c contiguous channels: gather
-        # patches as (a, b, c), whole k*c runs at a time, and lay the
-        # weight out to match.
-        patches = x.permute(0, 2, 3, 1).reshape(n, h, k, w, k, c)
-        patches = patches.permute(0, 1, 3, 2, 4, 5)
-        weight = conv.weight.permute(0, 2, 3, 1)
-    else:
-        # (n, c, i, a, j, b) -> (n, i, j, c, a, b): one row per output
-        # pixel, laid out as the conv weight (c, a, b).
-        patches = x.reshape(n, c, h, k, w, k).permute(0, 2, 4, 1, 3, 5)
-        weight = conv.weight
-    patches = patches.reshape(n * h * w, c * k * k)
-    return F.linear(patches, weight.reshape(conv.out_channels, -1),
-                    conv.bias)
+    return _PatchifyConv.apply(x, conv.weight, conv.bias, conv.kernel_size[0])
 
 
 def conv1x1_rows(rows: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
