@@ -48,6 +48,7 @@ def test_benchmark_runs_both_recipes_and_the_ablation(tmp_path):
     assert 'ratio' not in models['baseline']
     settings = res['settings']
     assert settings['input_size'] == [32, 32]
+    assert settings['heap_reuse'] is None  # not declared by the configs
     assert settings['variants'] == {
         'plain': {'model.neck.fast': False, 'model.head.fast': False}}
     dep = res['deployed_teacher']

@@ -43,6 +43,7 @@ from mmengine.registry import init_default_scope
 
 from mmpretrain.registry import MODELS
 from teskd_mm.apis.deploy import DeployError, stock_model_cfg
+from teskd_mm.hooks.heap_reuse_hook import reuse_as_declared
 from teskd_mm.utils import ConfigCheckError, prepare_cfg, setup_runtime
 from teskd_mm.utils.inputs import dummy_batch, input_size
 from teskd_mm.utils.preflight.model import build_model
@@ -348,7 +349,8 @@ def report(results: Dict) -> str:
         f'{s["threads"]} threads',
         f'batch {s["batch_size"]}, input {s["input_size"]}, {s["iters"]} '
         f'timed steps after {s["warmup"]} warm-up, amp={s["amp"]}, '
-        f'channels_last={s["channels_last"]}, compile={s["compile"]}',
+        f'channels_last={s["channels_last"]}, compile={s["compile"]}, '
+        f'HeapReuseHook={s["heap_reuse"]}',
         'load average before/after: ' + ' / '.join(
             ' '.join(f'{x:.2f}' for x in s[k])
             for k in ('load_before', 'load_after'))]
@@ -395,6 +397,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         except DeployError as e:
             raise _error(f'--deployed-teacher: {e}')
 
+    # Process-wide, as in training: a config's HeapReuseHook applies to
+    # every model timed here.
+    heap_reuse = reuse_as_declared(cfg) or (
+        reuse_as_declared(base_cfg) if base_cfg is not None else None)
     runners = [Timed(n, c, args, device) for n, c in
                [('model', cfg), *variants.items(), ('baseline', base_cfg)]
                if c is not None]
@@ -407,7 +413,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         batch_size=args.batch_size, input_size=list(input_size(cfg, 'train')),
         iters=args.iters, warmup=args.warmup, amp=args.amp,
         channels_last=args.channels_last, compile=args.compile,
-        config=args.config, baseline=args.baseline,
+        heap_reuse=heap_reuse, config=args.config, baseline=args.baseline,
         variants=dict(args.variant))
     base = runners[-1] if base_cfg is not None else None
     results = dict(settings=settings, models={

@@ -142,9 +142,16 @@ def close_distributed() -> None:
         torch_dist.destroy_process_group()
 
 
-def _hook_type(hook) -> str:
+def hook_type(hook) -> str:
     kind = hook.get('type') if isinstance(hook, dict) else type(hook)
     return kind if isinstance(kind, str) else getattr(kind, '__name__', '')
+
+
+def declared_hooks(cfg: Config) -> List:
+    """Every hook a config declares: its ``default_hooks`` and
+    ``custom_hooks``."""
+    return [h for h in (cfg.get('default_hooks') or {}).values() if h] + \
+        list(cfg.get('custom_hooks') or [])
 
 
 def missing_reliability_hooks(cfg: Config) -> List[str]:
@@ -153,11 +160,7 @@ def missing_reliability_hooks(cfg: Config) -> List[str]:
     The tools add no hook themselves; they name the missing ones, so that a
     config says everything that runs.
     """
-    declared = {_hook_type(h) for h in (cfg.get('custom_hooks') or [])}
-    declared |= {
-        _hook_type(h)
-        for h in (cfg.get('default_hooks') or {}).values() if h
-    }
+    declared = {hook_type(h) for h in declared_hooks(cfg)}
     return [h for h in RELIABILITY_HOOKS if h not in declared]
 
 
