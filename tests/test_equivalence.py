@@ -173,6 +173,8 @@ def test_patchify_keeps_its_input_not_a_copy(channels_last):
     assert x.grad.is_contiguous(memory_format=torch.channels_last
                                 if channels_last else
                                 torch.contiguous_format)
+    # The weight's gradient in the weight's layout (DDP's buckets need it).
+    assert conv.weight.grad.stride() == conv.weight.stride()
 
 
 def test_student_branch_under_autocast():

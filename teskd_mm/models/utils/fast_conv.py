@@ -70,8 +70,11 @@ class _PatchifyConv(torch.autograd.Function):
             g = grad.t().mm(rows).to(weight.dtype)
             del rows
             cout, c = weight.shape[:2]
-            grad_weight = (g.reshape(cout, k, k, c).permute(0, 3, 1, 2)
-                           if last else g.reshape(weight.shape))
+            g = (g.reshape(cout, k, k, c).permute(0, 3, 1, 2)
+                 if last else g.reshape(weight.shape))
+            # In the weight's own layout, as autograd and DDP expect.
+            grad_weight = g if g.stride() == weight.stride() else \
+                torch.empty_like(weight).copy_(g)
         if ctx.with_bias and ctx.needs_input_grad[2]:
             grad_bias = grad.sum(0).to(weight.dtype)
         if ctx.needs_input_grad[0]:
