@@ -195,3 +195,38 @@ def test_student_branch_under_autocast():
         assert p.grad.dtype == torch.float32, n
         torch.testing.assert_close(p.grad, q.grad, rtol=0.02, atol=0.01,
                                    msg=n)
+
+
+@pytest.mark.parametrize('dtype,tol', PRECISIONS)
+@pytest.mark.parametrize('momentum', [0.1, None])
+def test_widening_lateral_folds_its_batch_statistics(dtype, tol, momentum):
+    """A 1x1 conv-BN-ReLU from 4 to 16 channels: BN's statistics from the
+    narrow input give the module's outputs, gradients and running
+    statistics, over two steps (None: the cumulative average)."""
+    from mmcv.cnn import ConvModule
+
+    from teskd_mm.models.utils.fast_conv import (can_fold_batch_stats,
+                                                  pointwise_bn_act)
+
+    class Folded(nn.Module):
+        def __init__(self, fast):
+            super().__init__()
+            self.fast = fast
+            self.lateral = ConvModule(4, 16, 1, norm_cfg=NORM)
+            self.lateral.norm.momentum = momentum
+
+        def forward(self, x):
+            return pointwise_bn_act(self.lateral, x) if self.fast else \
+                self.lateral(x)
+
+    fast, plain = pair(Folded)
+    assert can_fold_batch_stats(fast.lateral)
+    for step in range(2):
+        x = torch.randn(3, 4, 5, 6).relu() + step  # a non-zero mean
+        compare(fast, plain, [x], dtype, tol)
+    assert int(fast.lateral.norm.num_batches_tracked) == 2
+    # Eval mode and narrower modules run the module itself.
+    assert not can_fold_batch_stats(fast.lateral.eval())
+    assert not can_fold_batch_stats(ConvModule(8, 16, 1, norm_cfg=NORM))
+    assert not can_fold_batch_stats(
+        ConvModule(4, 16, 1, norm_cfg=dict(type='SyncBN')))

@@ -9,7 +9,8 @@ from mmengine.model import BaseModule
 
 from mmpretrain.registry import MODELS
 
-from ..utils.fast_conv import is_pointwise, mixed_fuse, norm_act
+from ..utils.fast_conv import (is_pointwise, mixed_fuse, norm_act,
+                               pointwise_bn_act)
 from ..utils.students import check_students
 
 FUSION_MODES = ('mixed', 'add', 'concat', 'none')
@@ -103,6 +104,7 @@ class MFMNeck(BaseModule):
         fast (bool): Run the exact rewrites of
             :mod:`~teskd_mm.models.utils.fast_conv` (the 1x1 conv before the
             upsampling, the mixed fuse without its concatenation, the
+            shallow laterals' BN statistics from their narrow inputs, the
             channels_last memory format). ``False`` runs the plain
             transcription of the published module; outputs agree to
             rounding and checkpoints are the same. Defaults to True.
@@ -251,7 +253,8 @@ class MFMNeck(BaseModule):
                 # u is channels_last (see Upsample); the lateral follows,
                 # so that the sums and 1x1 convs see one memory format.
                 stage = stage.contiguous(memory_format=torch.channels_last)
-            lat = self.laterals[key](stage)
+            lat = pointwise_bn_act(self.laterals[key], stage) if \
+                self.fast else self.laterals[key](stage)
             if self.fusion == 'add':
                 s = u + lat
             elif self.fusion == 'mixed':

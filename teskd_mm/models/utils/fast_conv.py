@@ -149,6 +149,59 @@ def mixed_fuse(fuse: nn.Module, u: torch.Tensor,
     return norm_act(fuse, x)
 
 
+def can_fold_batch_stats(module: nn.Module) -> bool:
+    """Whether :func:`pointwise_bn_act` applies: a 1x1 ConvModule widening
+    at least fourfold (below that the statistics cost about what they save)
+    into a training-mode ``nn.BatchNorm2d`` (not SyncBN, whose statistics
+    span processes)."""
+    norm = getattr(module, 'norm', None) if \
+        getattr(module, 'with_norm', False) else None
+    return (is_pointwise(module) and type(norm) is nn.BatchNorm2d
+            and norm.training and norm.track_running_stats and norm.affine
+            and 4 * module.conv.in_channels <= module.conv.out_channels)
+
+
+def pointwise_bn_act(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A widening 1x1 conv, training-mode BN and activation as one conv.
+
+    The batch statistics of ``y = W x`` follow from those of the narrow
+    input: ``mean(y) = W mean(x)`` and ``var(y) = diag(W cov(x) W^T)``, with
+    ``cov(x)`` a small ``C_in x C_in`` product of the centred input. BN is
+    then an affine map that folds into the conv's weight and bias, so the
+    wide output is written once and BN never passes over it, forward or
+    backward; autograd through the statistics gives BN's exact gradient.
+    The running statistics are updated as ``nn.BatchNorm2d`` does.
+
+    Args:
+        module (nn.Module): A ConvModule for which
+            :func:`can_fold_batch_stats` holds; anything else runs as is.
+        x (Tensor): Its input ``(N, C_in, H, W)``.
+    """
+    if not can_fold_batch_stats(module):
+        return module(x)
+    conv, bn = module.conv, module.norm
+    weight = conv.weight.flatten(1)
+    rows = x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
+    num = rows.shape[0]
+    mean_x = rows.mean(0)
+    centred = rows - mean_x
+    cov = centred.t().mm(centred) / num
+    mean = weight.mv(mean_x)
+    if conv.bias is not None:
+        mean = mean + conv.bias
+    var = (weight.mm(cov) * weight).sum(1)  # biased, as BN normalises
+    with torch.no_grad():
+        bn.num_batches_tracked.add_(1)
+        momentum = bn.momentum if bn.momentum is not None else \
+            1.0 / float(bn.num_batches_tracked)
+        bn.running_mean.lerp_(mean.detach(), momentum)
+        bn.running_var.lerp_(var.detach() * num / max(num - 1, 1), momentum)
+    scale = bn.weight * torch.rsqrt(var + bn.eps)
+    bias = bn.bias - mean * scale
+    out = F.conv2d(x, conv.weight * scale.view(-1, 1, 1, 1), bias)
+    return module.activate(out) if module.with_activation else out
+
+
 def can_patchify(module: nn.Module) -> bool:
     """Whether a ConvModule can run as :func:`patchify_conv` and
     :func:`norm_act`: a plain conv with kernel == stride, no
