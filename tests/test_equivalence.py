@@ -15,7 +15,7 @@ import torch.nn as nn
 import teskd_mm  # noqa: F401
 from teskd_mm.models.heads.multi_branch_cls_head import (MultiBranchClsHead,
                                                          StudentBranch)
-from teskd_mm.models.necks.mfm_neck import MFMNeck, Upsample
+from teskd_mm.models.necks.mfm_neck import Lateral, MFMNeck, Upsample
 
 from conftest import n_params
 
@@ -208,25 +208,21 @@ def test_widening_lateral_folds_its_batch_statistics(dtype, tol, momentum):
     from teskd_mm.models.utils.fast_conv import (can_fold_batch_stats,
                                                   pointwise_bn_act)
 
-    class Folded(nn.Module):
-        def __init__(self, fast):
-            super().__init__()
-            self.fast = fast
-            self.lateral = ConvModule(4, 16, 1, norm_cfg=NORM)
-            self.lateral.norm.momentum = momentum
+    def build(fast):
+        lateral = Lateral(4, 16, NORM, fast=fast)
+        lateral.norm.momentum = momentum
+        return lateral
 
-        def forward(self, x):
-            return pointwise_bn_act(self.lateral, x) if self.fast else \
-                self.lateral(x)
-
-    fast, plain = pair(Folded)
-    assert can_fold_batch_stats(fast.lateral)
+    fast, plain = pair(build)
+    assert can_fold_batch_stats(fast)
     for step in range(2):
         x = torch.randn(3, 4, 5, 6).relu() + step  # a non-zero mean
         compare(fast, plain, [x], dtype, tol)
-    assert int(fast.lateral.norm.num_batches_tracked) == 2
-    # Eval mode and narrower modules run the module itself.
-    assert not can_fold_batch_stats(fast.lateral.eval())
+    assert int(fast.norm.num_batches_tracked) == 2
+    # Eval mode and narrower modules run as ConvModule.
+    assert not can_fold_batch_stats(fast.eval())
+    with pytest.raises(ValueError, match='check can_fold_batch_stats'):
+        pointwise_bn_act(fast, x)
     assert not can_fold_batch_stats(ConvModule(8, 16, 1, norm_cfg=NORM))
     assert not can_fold_batch_stats(
         ConvModule(4, 16, 1, norm_cfg=dict(type='SyncBN')))

@@ -9,8 +9,8 @@ from mmengine.model import BaseModule
 
 from mmpretrain.registry import MODELS
 
-from ..utils.fast_conv import (is_pointwise, mixed_fuse, norm_act,
-                               pointwise_bn_act)
+from ..utils.fast_conv import (can_fold_batch_stats, is_pointwise,
+                               mixed_fuse, norm_act, pointwise_bn_act)
 from ..utils.students import check_students
 
 FUSION_MODES = ('mixed', 'add', 'concat', 'none')
@@ -68,6 +68,34 @@ class Upsample(nn.Module):
             mode='bilinear',
             align_corners=True)
         return norm_act(self.conv, x)
+
+
+class Lateral(ConvModule):
+    """1x1 conv-BN-ReLU from a backbone stage to the fused width.
+
+    With ``fast=True``, a lateral that widens its input fourfold or more
+    (ResNet-18: 64 and 128 to 512 channels) takes BN's batch statistics
+    from its narrow input and runs conv and BN as one conv
+    (:func:`~teskd_mm.models.utils.fast_conv.pointwise_bn_act`); the same
+    function up to rounding, running statistics included.
+
+    Args:
+        in_channels (int): Channels of the stage.
+        out_channels (int): The fused width.
+        norm_cfg (dict): Config of the normalization layer.
+        fast (bool): Run the rewrite above where it applies. Defaults to
+            True.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, norm_cfg: dict,
+                 fast: bool = True) -> None:
+        super().__init__(in_channels, out_channels, 1, norm_cfg=norm_cfg)
+        self.fast = fast
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fast and can_fold_batch_stats(self):
+            return pointwise_bn_act(self, x)
+        return super().forward(x)
 
 
 @MODELS.register_module()
@@ -166,7 +194,7 @@ class MFMNeck(BaseModule):
 
     def build_lateral(self, in_channels: int, out_channels: int) -> nn.Module:
         """1x1 conv-BN-ReLU from a backbone stage to the fused width."""
-        return ConvModule(in_channels, out_channels, 1, norm_cfg=self.norm_cfg)
+        return Lateral(in_channels, out_channels, self.norm_cfg, self.fast)
 
     def build_upsample(self, channels: int) -> nn.Module:
         """x2 bilinear upsampling followed by 1x1 conv-BN-ReLU."""
@@ -253,8 +281,7 @@ class MFMNeck(BaseModule):
                 # u is channels_last (see Upsample); the lateral follows,
                 # so that the sums and 1x1 convs see one memory format.
                 stage = stage.contiguous(memory_format=torch.channels_last)
-            lat = pointwise_bn_act(self.laterals[key], stage) if \
-                self.fast else self.laterals[key](stage)
+            lat = self.laterals[key](stage)
             if self.fusion == 'add':
                 s = u + lat
             elif self.fusion == 'mixed':

@@ -174,11 +174,14 @@ def pointwise_bn_act(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
     Args:
         module (nn.Module): A ConvModule for which
-            :func:`can_fold_batch_stats` holds; anything else runs as is.
+            :func:`can_fold_batch_stats` holds.
         x (Tensor): Its input ``(N, C_in, H, W)``.
     """
     if not can_fold_batch_stats(module):
-        return module(x)
+        raise ValueError(
+            f'pointwise_bn_act takes a widening 1x1 conv with a '
+            f'training-mode BatchNorm2d, not this {type(module).__name__}; check '
+            'can_fold_batch_stats first.')
     conv, bn = module.conv, module.norm
     weight = conv.weight.flatten(1)
     rows = x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
