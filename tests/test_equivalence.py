@@ -226,3 +226,32 @@ def test_widening_lateral_folds_its_batch_statistics(dtype, tol, momentum):
     assert not can_fold_batch_stats(ConvModule(8, 16, 1, norm_cfg=NORM))
     assert not can_fold_batch_stats(
         ConvModule(4, 16, 1, norm_cfg=dict(type='SyncBN')))
+
+
+@pytest.mark.parametrize('dtype,spread', [(torch.bfloat16, 1),
+                                          (torch.float16, 100)])
+def test_folded_lateral_under_autocast(dtype, spread):
+    """Under autocast the folded statistics stay in fp32 (as BN's do), so the
+    fast lateral is as close to the fp32 result as the plain one is, and
+    keeps the running statistics in fp32. With fp16 and a wide input, sums
+    of squares in fp16 would overflow."""
+    import copy
+    fast, plain = pair(lambda f: Lateral(4, 16, NORM, fast=f))
+    ref = copy.deepcopy(plain)
+    # A large mean (which BN's normalisation amplifies) and spread.
+    x = spread * (torch.randn(3, 4, 5, 6).relu() + 3)
+    a, b, c = (x.clone().requires_grad_() for _ in range(3))
+    expected = ref(c)
+    with torch.autocast('cpu', dtype=dtype):
+        out_f, out_p = fast(a), plain(b)
+    err_f = (out_f.float() - expected).abs().max()
+    err_p = (out_p.float() - expected).abs().max()
+    assert err_p > 0  # bf16 did round
+    assert err_f <= 2 * err_p
+    (out_f.float() ** 2).sum().backward()
+    (out_p.float() ** 2).sum().backward()
+    assert a.grad.dtype == torch.float32
+    torch.testing.assert_close(a.grad, b.grad, rtol=0.1, atol=0.5 / spread)
+    for (n, u), v in zip(fast.named_buffers(), plain.buffers()):
+        assert u.dtype == v.dtype, n
+        torch.testing.assert_close(u, v, rtol=1e-2, atol=1e-2, msg=n)

@@ -179,29 +179,37 @@ def pointwise_bn_act(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """
     if not can_fold_batch_stats(module):
         raise ValueError(
-            f'pointwise_bn_act takes a widening 1x1 conv with a '
-            f'training-mode BatchNorm2d, not this {type(module).__name__}; check '
+            'pointwise_bn_act takes a widening 1x1 conv with a training-mode '
+            f'BatchNorm2d, not this {type(module).__name__}; check '
             'can_fold_batch_stats first.')
     conv, bn = module.conv, module.norm
-    weight = conv.weight.flatten(1)
-    rows = x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
-    num = rows.shape[0]
-    mean_x = rows.mean(0)
-    centred = rows - mean_x
-    cov = centred.t().mm(centred) / num
-    mean = weight.mv(mean_x)
-    if conv.bias is not None:
-        mean = mean + conv.bias
-    var = (weight.mm(cov) * weight).sum(1)  # biased, as BN normalises
+    # The statistics in fp32 at least, whatever autocast does, as BN keeps
+    # its own.
+    dtype = torch.promote_types(
+        torch.promote_types(x.dtype, conv.weight.dtype), torch.float32)
+    with torch.autocast(x.device.type, enabled=False):
+        weight = conv.weight.flatten(1).to(dtype)
+        rows = x.permute(0, 2, 3, 1).reshape(-1, x.shape[1]).to(dtype)
+        num = rows.shape[0]
+        mean_x = rows.mean(0)
+        centred = rows - mean_x
+        cov = centred.t().mm(centred) / num
+        mean = weight.mv(mean_x)
+        if conv.bias is not None:
+            mean = mean + conv.bias.to(dtype)
+        var = (weight.mm(cov) * weight).sum(1)  # biased, as BN normalises
+        scale = bn.weight.to(dtype) * torch.rsqrt(var + bn.eps)
+        bias = bn.bias.to(dtype) - mean * scale
     with torch.no_grad():
         bn.num_batches_tracked.add_(1)
         momentum = bn.momentum if bn.momentum is not None else \
             1.0 / float(bn.num_batches_tracked)
-        bn.running_mean.lerp_(mean.detach(), momentum)
-        bn.running_var.lerp_(var.detach() * num / max(num - 1, 1), momentum)
-    scale = bn.weight * torch.rsqrt(var + bn.eps)
-    bias = bn.bias - mean * scale
-    out = F.conv2d(x, conv.weight * scale.view(-1, 1, 1, 1), bias)
+        bn.running_mean.lerp_(mean.detach().to(bn.running_mean.dtype),
+                              momentum)
+        unbiased = var.detach() * num / max(num - 1, 1)
+        bn.running_var.lerp_(unbiased.to(bn.running_var.dtype), momentum)
+    out = F.conv2d(x, conv.weight * scale.view(-1, 1, 1, 1).to(
+        conv.weight.dtype), bias.to(conv.weight.dtype))
     return module.activate(out) if module.with_activation else out
 
 
