@@ -91,3 +91,20 @@ def test_benchmark_applies_it_as_declared(tmp_path):
     settings = json.loads(out.read_text())['settings']
     assert settings['heap_reuse'] == dict(mmap_threshold_mb=1024,
                                           trim_threshold_mb=1024)
+
+
+def test_without_glibc_the_declared_hook_says_it_does_nothing(monkeypatch):
+    """A C library without mallopt (musl, macOS): benchmark and profile
+    warn that the declared hook is not in force, instead of timing as if."""
+    import ctypes.util
+
+    import teskd_mm  # noqa: F401
+    from teskd_mm.hooks.heap_reuse_hook import reuse_as_declared
+    monkeypatch.setattr(ctypes.util, 'find_library',
+                        lambda name: 'libc-without-mallopt.so')
+    with pytest.warns(UserWarning, match=r'HeapReuseHook does nothing: the '
+                      r'C library \(libc-without-mallopt.so\) has no '
+                      'mallopt; only glibc does'):
+        assert reuse_as_declared(Config.fromfile(SPEED)) is None
+    assert reuse_as_declared(Config.fromfile(
+        osp.join(ROOT, 'configs', 'teskd', 'resnet18_cifar100.py'))) is None

@@ -1,6 +1,7 @@
 """Reuse of freed CPU memory between training steps (glibc's malloc)."""
 import ctypes
 import ctypes.util
+import warnings
 from typing import Optional
 
 from mmengine.hooks import Hook
@@ -65,7 +66,11 @@ def reuse_as_declared(cfg) -> Optional[dict]:
             hook = HOOKS.build(dict(hook)) if isinstance(hook, dict) else hook
             settings = dict(mmap_threshold_mb=hook.mmap_threshold_mb,
                             trim_threshold_mb=hook.trim_threshold_mb)
-            return None if reuse_freed_memory(**settings) else settings
+            why_not = reuse_freed_memory(**settings)
+            if why_not:  # declared but not in force: say so
+                warnings.warn(f'HeapReuseHook does nothing: {why_not}.')
+                return None
+            return settings
     return None
 
 
@@ -82,7 +87,10 @@ class HeapReuseHook(Hook):
     the mmap and trim thresholds lets malloc reuse the memory instead;
     the computation is untouched. The cost is resident memory: what is
     freed stays with the process, and the heap fragments, so the peak grows
-    (README, Performance, gives both, measured).
+    (README, Performance, gives both, measured). With glibc before 2.38 a
+    freed block of exactly one tensor's size cannot serve the next 64-byte
+    aligned request of that size, so the heap grows for the first few
+    steps before it settles.
 
     It applies to the whole process from ``before_run`` on and is not
     undone; data-loader workers started later inherit it. On a GPU the
