@@ -24,7 +24,6 @@ import ctypes
 import gc
 import inspect
 import json
-import logging
 import os
 import os.path as osp
 import platform
@@ -37,14 +36,12 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 from mmengine.config import Config, DictAction
-from mmengine.logging import MMLogger
 from mmengine.optim import build_optim_wrapper
-from mmengine.registry import init_default_scope
 
 from mmpretrain.registry import MODELS
 from teskd_mm.apis.deploy import DeployError, stock_model_cfg
 from teskd_mm.hooks.heap_reuse_hook import reuse_as_declared
-from teskd_mm.utils import ConfigCheckError, prepare_cfg, setup_runtime
+from teskd_mm.utils import ConfigCheckError, prepare_cfg, setup_step_tool
 from teskd_mm.utils.inputs import dummy_batch, input_size
 from teskd_mm.utils.preflight.model import build_model
 
@@ -376,12 +373,7 @@ def report(results: Dict) -> str:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
-    setup_runtime()
-    init_default_scope('mmpretrain')
-    # init_weights logs every parameter; only the results matter here.
-    MMLogger.get_current_instance().setLevel(logging.WARNING)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    setup_step_tool(args.threads)
     device = check_device(args)
 
     # Every config is read and checked before the first model is built.

@@ -32,6 +32,24 @@ def setup_runtime() -> None:
     import teskd_mm  # noqa: F401  (registers the components)
 
 
+def setup_step_tool(threads: Optional[int] = None) -> None:
+    """Set up a tool that times or profiles training steps outside the Runner.
+
+    The runtime of :func:`setup_runtime`, mmpretrain's registry scope,
+    warnings-only logging (``init_weights`` logs every parameter; only the
+    figures matter there) and, if given, the number of CPU threads.
+    """
+    import logging
+
+    from mmengine.logging import MMLogger
+    from mmengine.registry import init_default_scope
+    setup_runtime()
+    init_default_scope('mmpretrain')
+    MMLogger.get_current_instance().setLevel(logging.WARNING)
+    if threads is not None:
+        torch.set_num_threads(threads)
+
+
 def slurm_master_addr(node_list: str) -> str:
     """The first host of a Slurm node list, as ``scontrol`` expands it.
 

@@ -25,7 +25,6 @@ shares are what to compare, ``tools/benchmark.py`` gives the step time.
 """
 import argparse
 import copy
-import logging
 import os.path as osp
 import sys
 from collections import defaultdict
@@ -34,14 +33,12 @@ from typing import Dict, List, Optional
 import torch
 import torch.nn as nn
 from mmengine.config import Config, DictAction
-from mmengine.logging import MMLogger
 from mmengine.optim import build_optim_wrapper
-from mmengine.registry import init_default_scope
 from torch.autograd.profiler import record_function
 from torch.profiler import ProfilerActivity, profile
 
 from teskd_mm.hooks.heap_reuse_hook import reuse_as_declared
-from teskd_mm.utils import ConfigCheckError, prepare_cfg, setup_runtime
+from teskd_mm.utils import ConfigCheckError, prepare_cfg, setup_step_tool
 from teskd_mm.utils.inputs import dummy_batch, input_size
 from teskd_mm.utils.preflight.model import build_model
 
@@ -198,11 +195,7 @@ def render(table: Dict[str, Dict[str, float]], steps: int) -> str:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
-    setup_runtime()
-    init_default_scope('mmpretrain')
-    MMLogger.get_current_instance().setLevel(logging.WARNING)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    setup_step_tool(args.threads)
     if not osp.isfile(args.config):
         raise SystemExit(f'{PROG}: error: config {args.config} does not '
                          'exist')
