@@ -64,3 +64,24 @@ def test_parts_and_their_arithmetic(tmp_path, fast):
 def test_missing_config_is_explained(capsys):
     with pytest.raises(SystemExit, match='config nowhere.py does not exist'):
         tool_in_process('analysis/profile_step.py', 'nowhere.py')
+
+
+@pytest.mark.parametrize('argv,message', [
+    (['--batch-size', '0'], '--batch-size must be at least 1, got 0'),
+    (['--steps', '0'], '--steps must be at least 1, got 0'),
+    (['--warmup', '-1'], '--warmup must be at least 0, got -1'),
+])
+def test_bad_numbers_are_explained(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        tool_in_process('analysis/profile_step.py', TESKD, *argv)
+    assert message in capsys.readouterr().err
+
+
+def test_existing_table_is_not_overwritten(tmp_path, capsys):
+    out = tmp_path / 'table.json'
+    out.write_text('{}')
+    with pytest.raises(SystemExit):
+        tool_in_process('analysis/profile_step.py', TESKD, '--out', str(out))
+    assert f'--out {out} already exists; name a new file (results are ' \
+        'never written over)' in capsys.readouterr().err
+    assert out.read_text() == '{}'

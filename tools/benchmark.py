@@ -42,6 +42,7 @@ from mmpretrain.registry import MODELS
 from teskd_mm.apis.deploy import DeployError, stock_model_cfg
 from teskd_mm.hooks.heap_reuse_hook import reuse_as_declared
 from teskd_mm.utils import ConfigCheckError, prepare_cfg, setup_step_tool
+from teskd_mm.utils.cli import check_at_least, refuse_existing_out
 from teskd_mm.utils.inputs import dummy_batch, input_size
 from teskd_mm.utils.preflight.model import build_model
 
@@ -103,15 +104,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                    'CONFIG against the baseline')
     p.add_argument('--out', help='also write the results to this new JSON')
     args = p.parse_args(argv)
-    for name, low in (('batch_size', 1), ('iters', 1), ('warmup', 0),
-                      ('threads', 1)):
-        value = getattr(args, name)
-        if value is not None and value < low:
-            p.error(f'--{name.replace("_", "-")} must be at least {low}, got '
-                    f'{value}')
-    if args.out and osp.exists(args.out):
-        p.error(f'--out {args.out} already exists; name a new file '
-                '(results are never written over)')
+    check_at_least(p, args, dict(batch_size=1, iters=1, warmup=0,
+                                 threads=1))
+    refuse_existing_out(p, args.out)
     for flag in ('deployed_teacher', 'ablation', 'variant'):
         if getattr(args, flag) and not args.baseline:
             p.error(f'--{flag.replace("_", "-")} compares with the '

@@ -39,6 +39,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from teskd_mm.hooks.heap_reuse_hook import reuse_as_declared
 from teskd_mm.utils import ConfigCheckError, prepare_cfg, setup_step_tool
+from teskd_mm.utils.cli import check_at_least, refuse_existing_out
 from teskd_mm.utils.inputs import dummy_batch, input_size
 from teskd_mm.utils.preflight.model import build_model
 
@@ -66,14 +67,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                    help='override settings of the config, as key=value pairs')
     p.add_argument('--out', help='also write the table to this new JSON')
     args = p.parse_args(argv)
-    for name, low in (('batch_size', 1), ('threads', 1), ('warmup', 0),
-                      ('steps', 1)):
-        value = getattr(args, name)
-        if value is not None and value < low:
-            p.error(f'--{name.replace("_", "-")} must be at least {low}, got '
-                    f'{value}')
-    if args.out and osp.exists(args.out):
-        p.error(f'--out {args.out} already exists; name a new file')
+    check_at_least(p, args, dict(batch_size=1, threads=1, warmup=0,
+                                 steps=1))
+    refuse_existing_out(p, args.out)
     return args
 
 
