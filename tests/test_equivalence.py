@@ -177,6 +177,33 @@ def test_patchify_keeps_its_input_not_a_copy(channels_last):
     assert conv.weight.grad.stride() == conv.weight.stride()
 
 
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_patchify_copies_one_patch_row_at_a_time(channels_last):
+    """Forward and backward gather the patches one row of ``k`` at a time:
+    besides the input's gradient, no buffer of more than ``1/k`` of ``x``
+    (large ones would come fresh from the system at every step)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from teskd_mm.models.utils import patchify_conv
+    k = 4
+    conv = nn.Conv2d(16, 24, k, stride=k)
+    x = torch.randn(2, 16, 16, 16)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    with profile(activities=[ProfilerActivity.CPU],
+                 profile_memory=True) as prof:
+        patchify_conv(x, conv).sum().backward()
+    sizes = [e.self_cpu_memory_usage for e in prof.events()
+             if e.self_cpu_memory_usage > 0]
+    x_bytes = x.numel() * x.element_size()
+    w_bytes = conv.weight.numel() * conv.weight.element_size()
+    # The gradients of the input and of the weight are made once each.
+    assert sizes.count(x_bytes) == 1 and sizes.count(w_bytes) == 1
+    assert max(s for s in sizes if s not in (x_bytes, w_bytes)) \
+        <= x_bytes // k
+
+
 def test_student_branch_under_autocast():
     """bf16 autocast: the fast branch's products run in bf16 as the plain
     branch's convolutions do, its gradients come back in fp32 and agree

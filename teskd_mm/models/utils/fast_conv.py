@@ -7,8 +7,6 @@ modules whose parameters it uses, up to floating-point rounding, and falls
 back to running the modules as they are where it does not apply;
 checkpoints are the same either way.
 """
-from typing import Tuple
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -16,88 +14,111 @@ from torch.autograd.function import once_differentiable
 from torch.nn.modules.batchnorm import _BatchNorm
 
 
-def _patch_rows(x: torch.Tensor, k: int) -> Tuple[torch.Tensor, bool]:
-    """The ``k x k`` patches of ``x`` as ``(N*h*w, C*k*k)`` rows (a copy).
+def _is_rows_last(x: torch.Tensor) -> bool:
+    """Whether ``x`` is channels_last (and not also contiguous), so that a
+    patch row holds whole ``k * C`` runs of memory."""
+    return (not x.is_contiguous()
+            and x.is_contiguous(memory_format=torch.channels_last))
 
-    Returns the rows and whether they are laid out ``(a, b, c)`` (from a
-    channels_last ``x``: whole ``k*c`` runs are gathered at a time) rather
-    than ``(c, a, b)``, the conv weight's own order.
-    """
+
+def _patch_row_view(x: torch.Tensor, k: int, a: int,
+                    last: bool) -> torch.Tensor:
+    """Row ``a`` of every ``k x k`` patch of ``x``, as an ``(N, h, w, k*C)``
+    view (``(b, c)`` order) if ``last`` else ``(N, h, w, C*k)`` (``(c, b)``)."""
     n, c, height, width = x.shape
     h, w = height // k, width // k
-    if k > 1 and not x.is_contiguous() and \
-            x.is_contiguous(memory_format=torch.channels_last):
-        patches = x.permute(0, 2, 3, 1).reshape(n, h, k, w, k, c)
-        return patches.permute(0, 1, 3, 2, 4, 5).reshape(n * h * w, -1), True
-    patches = x.reshape(n, c, h, k, w, k).permute(0, 2, 4, 1, 3, 5)
-    return patches.reshape(n * h * w, -1), False
+    if last:
+        return x.permute(0, 2, 3, 1).view(n, h, k, w, k * c)[:, :, a]
+    return x.view(n, c, h, k, w, k)[:, :, :, a].permute(0, 2, 3, 1, 4)
 
 
-def _weight_rows(weight: torch.Tensor, last: bool) -> torch.Tensor:
-    """The conv weight as ``(C_out, C*k*k)`` in the patch rows' order."""
-    return (weight.permute(0, 2, 3, 1) if last else weight).flatten(1)
+def _gather_rows(x: torch.Tensor, k: int, a: int, last: bool,
+                 dtype: torch.dtype) -> torch.Tensor:
+    """:func:`_patch_row_view` copied into ``(N*h*w, C*k)`` rows of ``dtype``
+    (one copy, casting included)."""
+    view = _patch_row_view(x, k, a, last)
+    rows = torch.empty(view.shape, dtype=dtype, device=x.device)
+    return rows.copy_(view).flatten(0, 2).flatten(1)
+
+
+def _weight_rows(weight: torch.Tensor, a: int, last: bool) -> torch.Tensor:
+    """Row ``a`` of the conv's kernel as ``(C_out, C*k)``, in the order of
+    :func:`_patch_row_view`."""
+    w = weight[:, :, a]  # (C_out, C, k)
+    return (w.transpose(1, 2) if last else w).flatten(1)
 
 
 class _PatchifyConv(torch.autograd.Function):
-    """``patchify_conv`` that keeps ``x``, not its patches, for backward.
+    """``patchify_conv`` one patch row at a time, keeping ``x`` for backward.
 
-    The patches are a copy of ``x``, as large as ``x`` itself; the map
-    ``x`` is kept alive anyway by the layer that made it (a ReLU keeps its
-    output), so regathering the patches in backward costs one copy and
-    saves the memory of one map per student.
+    The conv over ``k x k`` patches is the sum over the ``k`` patch rows of
+    a ``(N*h*w, k*C) @ (k*C, C_out)`` product. Gathering one row at a time
+    needs a copy ``k`` times smaller than the patches, small enough that the
+    allocator reuses it (large blocks come fresh from the system and fault
+    every page in again, each time); backward regathers the rows from ``x``,
+    which the layer that made it keeps alive anyway, and writes the input's
+    gradient row by row into its place.
     """
 
     @staticmethod
     def forward(ctx, x, weight, bias, k):
-        rows, last = _patch_rows(x, k)
+        last = _is_rows_last(x)
+        if not last:
+            x = x.contiguous()
+        # Row 0 through F.linear, so that autocast picks the compute dtype;
+        # the others follow it.
+        out = F.linear(_gather_rows(x, k, 0, last, x.dtype),
+                       _weight_rows(weight, 0, last), bias)
+        for a in range(1, k):
+            # addmm with out=, not addmm_: the profiler counts its FLOPs.
+            torch.addmm(out, _gather_rows(x, k, a, last, out.dtype),
+                        _weight_rows(weight, a, last).to(out.dtype).t(),
+                        out=out)
         ctx.save_for_backward(x, weight)
         ctx.k, ctx.last, ctx.with_bias = k, last, bias is not None
-        return F.linear(rows, _weight_rows(weight, last), bias)
+        return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
         x, weight = ctx.saved_tensors
         k, last = ctx.k, ctx.last
-        # Under autocast the product ran in grad's dtype; so does its
-        # backward, and each gradient returns in its input's dtype.
+        # Under autocast the products ran in grad's dtype; so do their
+        # gradients, and each returns in its input's dtype.
         dtype = grad.dtype
         grad_x = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.empty_like(
+                x, memory_format=torch.channels_last
+                if last else torch.contiguous_format)
         if ctx.needs_input_grad[1]:
-            # The weight's gradient first, so that the patches are freed
-            # before the input's gradient is made.
-            rows, _ = _patch_rows(x.to(dtype), k)
-            g = grad.t().mm(rows).to(weight.dtype)
-            del rows
-            cout, c = weight.shape[:2]
-            g = (g.reshape(cout, k, k, c).permute(0, 3, 1, 2)
-                 if last else g.reshape(weight.shape))
             # In the weight's own layout, as autograd and DDP expect.
-            grad_weight = g if g.stride() == weight.stride() else \
-                torch.empty_like(weight).copy_(g)
+            grad_weight = torch.empty_like(weight)
+        grad_t = grad.t()
+        for a in range(k):
+            if grad_weight is not None:
+                g = grad_t.mm(_gather_rows(x, k, a, last, dtype))
+                g = g.view(g.shape[0], k, -1).transpose(1, 2) if last else \
+                    g.view(g.shape[0], -1, k)
+                grad_weight[:, :, a] = g
+            if grad_x is not None:
+                g = grad.mm(_weight_rows(weight, a, last).to(dtype))
+                view = _patch_row_view(grad_x, k, a, last)
+                view.copy_(g.view(view.shape))
         if ctx.with_bias and ctx.needs_input_grad[2]:
             grad_bias = grad.sum(0).to(weight.dtype)
-        if ctx.needs_input_grad[0]:
-            n, c, height, width = x.shape
-            h, w = height // k, width // k
-            g = grad.mm(_weight_rows(weight, last).to(dtype)).to(x.dtype)
-            if last:  # rows (n, i, j, a, b, c) back to channels_last
-                g = g.reshape(n, h, w, k, k, c).permute(0, 1, 3, 2, 4, 5)
-                grad_x = g.reshape(n, height, width, c).permute(0, 3, 1, 2)
-            else:  # rows (n, i, j, c, a, b) back to (n, c, H, W)
-                g = g.reshape(n, h, w, c, k, k).permute(0, 3, 1, 4, 2, 5)
-                grad_x = g.reshape(n, c, height, width)
         return grad_x, grad_weight, grad_bias, None
 
 
 def patchify_conv(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
-    """Run a convolution whose kernel equals its stride as one matmul.
+    """Run a convolution whose kernel equals its stride as matrix products.
 
     Non-overlapping ``k x k`` patches are a space-to-depth reshape of ``x``,
-    so the convolution is a single ``(N*h*w, C*k*k) @ (C*k*k, C_out)``
-    product, which BLAS runs at full speed where the convolution kernels for
-    large ``k`` do not. Backward regathers the patches from ``x`` instead
-    of keeping them.
+    so the convolution is a ``(N*h*w, C*k*k) @ (C*k*k, C_out)`` product,
+    which BLAS runs at full speed where the convolution kernels for large
+    ``k`` do not; it runs as ``k`` products, one per row of the patches,
+    each over a copy ``k`` times smaller than ``x``. Backward regathers the
+    rows from ``x`` instead of keeping them.
 
     Args:
         x (Tensor): ``(N, C, k*h, k*w)``, any memory format.
