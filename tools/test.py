@@ -71,6 +71,7 @@ def main():
     if args.out and runner.rank == 0:
         from mmengine.fileio import dump
         dump(metrics, args.out)
+    del runner  # released before the process group is closed
     close_distributed()
     return metrics
 

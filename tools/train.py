@@ -151,8 +151,9 @@ def main():
     except ConfigCheckError as e:
         sys.exit(f'train.py: error: {e}')
     try:
-        runner = Runner.from_cfg(cfg)
-        runner.train()
+        # No name holds the Runner: it is released when training returns,
+        # before the process group is closed (close_distributed).
+        Runner.from_cfg(cfg).train()
     except NonFiniteLossError as e:
         sys.exit(f'train.py: error: {e}')
     except OSError as e:

@@ -4,6 +4,7 @@ mmengine 0.10.7 and mmpretrain 1.2.0 predate the torch, numpy and setuptools
 releases this package is used with; every tool calls :func:`setup_runtime`
 and :func:`prepare_cfg` instead of patching things where they break.
 """
+import gc
 import os
 import shutil
 import subprocess
@@ -149,15 +150,19 @@ def launch_rank() -> int:
 def close_distributed() -> None:
     """End the process group, once every process has finished.
 
-    Without this, the group's communication threads are still running when
-    the interpreter exits, and a process can abort there ("terminate called
-    without an active exception", SIGABRT) after its work is done, so the
-    launcher reports a failed run. The barrier keeps a fast process from
-    tearing down while another still writes checkpoints or logs.
+    Call it after the Runner is released: its DDP model holds the group,
+    through reference cycles, and the group's communication threads end
+    only when its last holder goes. Left to the interpreter's teardown,
+    they are stopped while it dismantles itself, and a process can abort
+    there ("terminate called without an active exception", SIGABRT) after
+    its work is done, so the launcher reports a failed run. The barrier
+    keeps a fast process from tearing down while another still writes
+    checkpoints or logs; the collection after it frees the group now.
     """
     if torch_dist.is_available() and torch_dist.is_initialized():
         torch_dist.barrier()
         torch_dist.destroy_process_group()
+        gc.collect()
 
 
 def hook_type(hook) -> str:
