@@ -22,6 +22,7 @@ import os.path as osp
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -162,6 +163,16 @@ def test_parameters_without_gradient_train_under_ddp(tmp_path,
     assert osp.isfile(osp.join(work, 'epoch_1.pth'))
 
 
+def until(condition, timeout: float = 20.0) -> bool:
+    """Whether ``condition()`` holds within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
 def gloo_threads():
     """Names of this process's gloo threads (from /proc)."""
     names = [open(f'/proc/self/task/{t}/comm').read().strip()
@@ -188,10 +199,14 @@ def test_closing_ends_the_groups_threads_before_exit(monkeypatch):
         holder = [dist.distributed_c10d._get_default_group()]
         holder.append(holder)
         del holder
-        assert len(gloo_threads()) > len(others)
+        # gloo starts its threads on their own schedule; under load they
+        # appear later: a collective, then wait for them.
+        dist.barrier()
+        assert until(lambda: len(gloo_threads()) > len(others))
         close_distributed()
         assert not dist.is_initialized()
-        assert gloo_threads() == others
+        # Left in the cycle, the threads would live on: the wait fails.
+        assert until(lambda: gloo_threads() == others), gloo_threads()
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
