@@ -184,6 +184,18 @@ def test_cifar_without_files(tiny, tmp_path):
         })
 
 
+# -- loss weights ------------------------------------------------------------
+@pytest.mark.parametrize('weights, match', [
+    (dict(kd_weight=-0.8), r'TESKDLoss kd_weight=-0.8 is negative: that term '
+     r'would be maximised instead of minimised; weights must be >= 0'),
+    (dict(ce_weight=0, kd_weight=0, fea_weight=0),
+     r'TESKDLoss weights .* leave no loss term to train the network'),
+])
+def test_loss_weights_that_cannot_train(tiny, weights, match):
+    refused(tiny, match,
+            **{f'model.head.loss.{k}': v for k, v in weights.items()})
+
+
 # -- checkpoints -------------------------------------------------------------
 @pytest.fixture(scope='module')
 def tiny_ckpt(tiny, tmp_path_factory):
@@ -239,9 +251,11 @@ def test_test_checkpoint_of_another_model(tiny, tmp_path):
 
 # -- deploy -------------------------------------------------------------------
 @pytest.mark.parametrize('content, match', [
-    (b'', 'corrupt or truncated'),
-    (b'\x89PNG not a checkpoint' * 100, 'corrupt or truncated'),
-    (pickle.dumps(['a', 'list']), 'not a PyTorch file'),
+    (b'', 'weird.pth is empty'),
+    (b'\x89PNG not a checkpoint' * 100,
+     'weird.pth is truncated or not a PyTorch checkpoint'),
+    (pickle.dumps(['a', 'list']),
+     'weird.pth is truncated or not a PyTorch checkpoint'),
     (['a', 'list'], 'holds no state_dict of tensors'),
 ])
 def test_deploy_refuses_what_is_not_a_checkpoint(tiny, tmp_path, content,
@@ -262,7 +276,8 @@ def test_deploy_refuses_truncated_mmengine_checkpoint(tiny, tiny_ckpt,
     bad = truncated_copy(tiny_ckpt, str(tmp_path / 'cut.pth'), keep=0.9)
     out = tmp_path / 'out'
     os.makedirs(out)
-    with pytest.raises(DeployError, match='corrupt or truncated'):
+    with pytest.raises(DeployError, match='cut.pth is truncated or '
+                       'not a PyTorch checkpoint'):
         deploy(tiny, bad, str(out))
     assert os.listdir(out) == []
 

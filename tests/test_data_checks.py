@@ -91,15 +91,46 @@ def test_unreadable_image_is_named_before_training(tiny, data, spoil,
             'replace them')
 
 
-def test_validation_size_that_breaks_the_neck(tiny, data):
-    """The validation pipeline keeps each image's size; one 36x36 image
-    would stop training at the first validation, after a whole epoch."""
+def resize_images(folder, size):
     from PIL import Image
-    path = osp.join(data, 'test', 'cat', '0001.jpg')
-    Image.open(path).resize((36, 36)).save(path)
+    for root, _, files in os.walk(folder):
+        for name in files:
+            path = osp.join(root, name)
+            Image.open(path).resize(size).save(path)
+
+
+def test_validation_size_that_breaks_the_neck(tiny, data):
+    """The validation pipeline keeps each image's size; 36x36 images would
+    stop training at the first validation, after a whole epoch."""
+    resize_images(osp.join(data, 'test'), (36, 36))
     refused(tiny, data, r'batch of 2 images of 36x36 \(a size '
             r'val_dataloader.dataset gives\): MFMNeck needs every stage at '
             r'twice the size of the next one')
+
+
+def test_images_of_several_sizes_without_a_resize(tiny, data):
+    """Batches would be zero-padded to their largest image: the scores of
+    a test split of mixed sizes would change with the batch size."""
+    resize_images(osp.join(data, 'test', 'cat'), (64, 64))
+    for mode in ('train', 'test'):
+        message = refused(
+            tiny, data, rf'{"val" if mode == "train" else "test"}'
+            r'_dataloader.dataset: its images differ in size '
+            r'\(2 sizes, e.g. 32x32: \S+\.jpg; 64x64: \S+/test/cat/0000.jpg\)'
+            r' and its pipeline keeps each image\'s size.*Add a resize',
+            mode)
+        assert '\n' not in message
+    # With a resize in the pipeline, the sizes do not matter.
+    resize = dict(type='Resize', scale=(32, 32))
+    cfg = Config.fromfile(tiny)
+    pipeline = [cfg.val_dataloader.dataset.pipeline[0], resize,
+                *cfg.val_dataloader.dataset.pipeline[1:]]
+    for split in ('train', 'val', 'test'):
+        cfg[f'{split}_dataloader'].dataset.data_root = data
+    cfg.val_dataloader.dataset.pipeline = pipeline
+    cfg.test_dataloader.dataset.pipeline = pipeline
+    cfg.work_dir = '/nonexistent/never_written'
+    check_config(prepare_cfg(cfg), 'test')
 
 
 def test_dtskd_refuses_a_concat_dataset(data, tmp_path):
@@ -117,6 +148,29 @@ def test_dtskd_refuses_a_concat_dataset(data, tmp_path):
                        r'memory by .*ConcatDataset\) restarts at 0 in each '
                        r'of its parts'):
         check_config(prepare_cfg(cfg), 'train')
+
+
+def test_dtskd_memory_smaller_than_the_training_set(data, tmp_path):
+    cfg = Config.fromfile(f'{ROOT}/configs/dtskd/resnet18_cifar100.py')
+    cfg.train_dataloader.dataset = dict(
+        type='CustomDataset', data_root=data, data_prefix='train',
+        pipeline=[dict(type='LoadImageFromFile'), dict(type='PackInputs')])
+    cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
+    images = sum(len(files) for _, _, files in
+                 os.walk(osp.join(data, 'train')))
+    cfg.merge_from_dict({'model.head.num_classes': 10,
+                         'model.head.loss.num_samples': images - 1,
+                         'data_preprocessor.num_classes': 10})
+    cfg.work_dir = str(tmp_path / 'work')
+    with pytest.raises(ConfigCheckError, match=(
+            rf'head.loss_module keeps a prediction memory of num_samples='
+            rf'{images - 1} rows, one per training image, but '
+            rf'train_dataloader.dataset holds {images} images; set '
+            rf'model.head.loss.num_samples={images}')):
+        check_config(prepare_cfg(cfg), 'train')
+    assert not osp.exists(cfg.work_dir)
+    cfg.model.head.loss.num_samples = images
+    check_config(prepare_cfg(cfg), 'train')
 
 
 # -- options ------------------------------------------------------------------

@@ -197,3 +197,30 @@ def test_deploy_tool_exports_the_teacher(trained):
     with torch.no_grad():
         torch.testing.assert_close(stock(x, mode='tensor'),
                                    model(x, mode='tensor'))
+
+
+@pytest.mark.parametrize('num_samples', [8, None])
+def test_a_run_stopped_after_a_best_epoch_resumes(cifar10_mini, tmp_path,
+                                                   num_samples):
+    """Epoch 1 sets a new best: its best checkpoint drops the memory, and
+    epoch_1.pth, which mmengine saves again after the best one, keeps it."""
+    cfg = write_config(str(tmp_path / 'dtskd_best.py'), cifar10_mini)
+    work = str(tmp_path / 'work')
+    tool_in_process('train.py', cfg, '--work-dir', work, '--cfg-options',
+                    'train_cfg.max_epochs=1',
+                    'default_hooks.checkpoint.save_best=accuracy/top1',
+                    f'model.head.loss.num_samples={num_samples}')
+    best = [n for n in os.listdir(work) if n.startswith('best_')]
+    assert len(best) == 1
+    newest = torch.load(osp.join(work, 'epoch_1.pth'), weights_only=False)
+    assert MEMORY + 'predictions' in newest['state_dict']
+    assert 'resume_state_dropped' not in newest['meta']
+    best_ckpt = torch.load(osp.join(work, best[0]), weights_only=False)
+    assert MEMORY + 'predictions' not in best_ckpt['state_dict']
+    tool_in_process('train.py', cfg, '--work-dir', work, '--resume',
+                    '--cfg-options',
+                    'default_hooks.checkpoint.save_best=accuracy/top1',
+                    f'model.head.loss.num_samples={num_samples}')
+    assert torch.equal(
+        memory_of(osp.join(work, 'epoch_2.pth'))[1], torch.ones(8,
+                                                                dtype=bool))

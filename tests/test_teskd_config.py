@@ -9,6 +9,7 @@ reads a late layer, a smaller fused width, and every refusal; the other
 stock families (ResNet-50, ResNeXt, SE-ResNet, Res2Net, RegNet, EfficientNet,
 Swin) run with ``pytest -m slow``.
 """
+import os
 import os.path as osp
 import re
 import runpy
@@ -60,8 +61,10 @@ class Result:
 
 
 def write(base, tmp_path, *options, capsys=None):
-    """Run the tool's main in this process (the imports are paid)."""
-    out = str(tmp_path / (osp.splitext(osp.basename(base))[0] + '.py'))
+    """Run the tool's main in this process (the imports are paid), writing
+    into a folder that does not exist yet, as in a fresh clone."""
+    out = str(tmp_path / 'my_configs' /
+              (osp.splitext(osp.basename(base))[0] + '.py'))
     main = runpy.run_path(osp.join(ROOT, 'tools', 'teskd_config.py'))['main']
     capsys.readouterr()
     code = main([f'mmpretrain::{base}', out, *options])
@@ -178,3 +181,29 @@ def test_hand_written_config_with_a_truncated_teacher_is_refused(tmp_path):
                        r'output 6 .*would be the backbone cut after output 3'
                        r'.*Make 6 the last of out_indices'):
         check_teacher_stage(cfg, build_model(cfg))
+
+
+def test_a_zero_width_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        write('resnet/resnet18_8xb16_cifar10.py', tmp_path, '--width', '0',
+              capsys=capsys)
+    assert info.value.code == 2
+    assert '--width must be at least 1, got 0' in capsys.readouterr().err
+    assert not os.listdir(tmp_path)
+
+
+def test_a_student_level_given_twice_is_refused(tmp_path, capsys):
+    out, proc = write('resnet/resnet18_8xb16_cifar10.py', tmp_path,
+                      '--students', '3,3', capsys=capsys)
+    assert proc.returncode == 2
+    assert re.search(r'students=\(3, 3\) names a level more than once; name '
+                     r'each level once, e.g. students=\(3,\)', proc.stderr)
+    assert not osp.exists(out)
+
+
+def test_the_stock_evaluators_top_k_is_kept(tmp_path, capsys):
+    """PoolFormer's head reports top-1 only; its evaluator top-1 and 5."""
+    from teskd_mm.apis.teskd_config import plan_teskd
+    plan = plan_teskd('mmpretrain::poolformer/poolformer-s12_32xb128_in1k.py')
+    assert plan['eval_topk'] == (1, 5)
+    assert plan['topk'] == (1, )

@@ -153,6 +153,40 @@ def test_refused_with_one_line(runs, tmp_path, capsys, case):
     assert not out_dir.exists()
 
 
+def test_an_earlier_map_is_never_replaced_silently(runs, tmp_path, capsys):
+    """Two runs' epoch_1.pth into one --out-dir: the second is refused
+    before any work, unless --overwrite."""
+    config, ckpt = runs['deployed']
+    args = [config, ckpt, '--out-dir', str(tmp_path), '--perplexity', '5',
+            '--num-samples', '20']
+    assert run_in_process(*args) == 0
+    png = tmp_path / 'tsne_teskd_teacher.png'
+    before = png.read_bytes()
+    capsys.readouterr()
+    config, other = runs['teskd']
+    copy = tmp_path / 'elsewhere' / 'teskd_teacher.pth'
+    copy.parent.mkdir()
+    copy.write_bytes(open(other, 'rb').read())
+    assert run_in_process(runs['teskd'][0], str(copy), *args[2:]) == 2
+    err = capsys.readouterr().err
+    assert f'{png} exists (a map of a checkpoint named teskd_teacher.pth); ' \
+        'choose another --out-dir, or pass --overwrite to replace it' in err
+    assert png.read_bytes() == before
+    assert run_in_process(runs['teskd'][0], str(copy), *args[2:],
+                          '--overwrite') == 0
+    assert png.read_bytes() != before
+
+
+def test_an_out_dir_that_cannot_be_made(runs, tmp_path, capsys):
+    a_file = tmp_path / 'a_file'
+    a_file.write_text('')
+    config, ckpt = runs['teskd']
+    assert run_in_process(config, ckpt, '--out-dir',
+                          str(a_file / 'maps')) == 2
+    assert f'--out-dir {a_file}/maps cannot be made: {a_file} is a file, ' \
+        'not a folder; choose another' in capsys.readouterr().err
+
+
 def test_missing_scikit_learn_is_named(tmp_path):
     fake = tmp_path / 'sklearn'
     fake.mkdir()

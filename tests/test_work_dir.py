@@ -11,11 +11,15 @@ import hashlib
 import os
 import os.path as osp
 import re
+import signal
 import subprocess
 import sys
+import textwrap
 import time
 
 import pytest
+
+from teskd_mm.utils.work_dir import lock_work_dir, release
 
 from conftest import (ROOT, free_port, run_tool, tool_in_process,
                       write_tiny_config)
@@ -163,3 +167,32 @@ def test_resume_with_a_changed_model_stops_before_writing(tiny, tmp_path):
     # Nothing written: the saved config and checkpoints are as they were.
     assert digest(work) == before
     assert len(run_dirs(work)) == 1
+
+
+FORKED_HOLDER = textwrap.dedent('''
+    import os, sys, time
+    from teskd_mm.utils.work_dir import lock_work_dir
+    lock = lock_work_dir(sys.argv[1])
+    child = os.fork()
+    if child == 0:  # a data-loader worker, left behind by a killed run
+        time.sleep(120)
+        os._exit(0)
+    print(child, flush=True)
+    os._exit(0)  # killed, as far as the lock is concerned
+    ''')
+
+
+def test_the_lock_is_the_main_process_s_alone(tmp_path):
+    """A forked child of the run, alive after the run died, does not keep
+    the work dir from the next run (its --resume)."""
+    work = str(tmp_path / 'work')
+    holder = subprocess.run([sys.executable, '-c', FORKED_HOLDER, work],
+                            cwd=ROOT, env=ENV, capture_output=True,
+                            text=True, timeout=300)
+    assert holder.returncode == 0, holder.stderr[-2000:]
+    child = int(holder.stdout.split()[0])
+    try:
+        assert osp.exists(f'/proc/{child}')  # still alive, lock file open
+        release(lock_work_dir(work))
+    finally:
+        os.kill(child, signal.SIGKILL)

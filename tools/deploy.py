@@ -1,7 +1,7 @@
 """Export the trained teacher of a TESKD model as a stock mmpretrain model.
 
     python tools/deploy.py CONFIG CHECKPOINT OUT_DIR [--overwrite]
-        [--cfg-options KEY=VALUE ...]
+        [--cfg-options KEY=VALUE ...] [--trust-checkpoint]
 
 Writes OUT_DIR/<config>_deploy.py (backbone + GlobalAveragePooling +
 LinearClsHead) and OUT_DIR/<config>_teacher.pth (the teacher's weights and
@@ -16,6 +16,7 @@ import sys
 from mmengine.config import DictAction
 
 from teskd_mm.utils import setup_runtime
+from teskd_mm.utils.cli import add_trust_checkpoint, trust_if_asked
 
 
 def main(argv=None) -> int:
@@ -32,8 +33,10 @@ def main(argv=None) -> int:
         nargs='+',
         action=DictAction,
         help='override settings of the config, as key=value pairs')
+    add_trust_checkpoint(parser)
     args = parser.parse_args(argv)
     setup_runtime()
+    trust_if_asked(args, args.checkpoint)
     from teskd_mm.apis import DeployError, deploy
     try:
         cfg_out, ckpt_out = deploy(args.config, args.checkpoint, args.out_dir,

@@ -11,11 +11,13 @@ inferred value. Nothing is written unless the TESKD model trains a step and
 the teacher it deploys is exactly the stock network.
 """
 import argparse
+import os
 import os.path as osp
 import sys
 import tempfile
 
 from teskd_mm.utils import setup_runtime
+from teskd_mm.utils.cli import check_at_least, check_output
 
 
 def main(argv=None) -> int:
@@ -38,6 +40,8 @@ def main(argv=None) -> int:
     parser.add_argument('--overwrite', action='store_true',
                         help='replace OUT_CONFIG if it exists')
     args = parser.parse_args(argv)
+    check_at_least(parser, args, dict(width=1))
+    check_output(parser, 'OUT_CONFIG', args.out)
     if osp.exists(args.out) and not args.overwrite:
         parser.error(f'{args.out} exists; pass --overwrite to replace it')
     try:
@@ -56,6 +60,7 @@ def main(argv=None) -> int:
     except (TeskdConfigError, ValueError) as e:
         print(f'teskd_config: error: {e}', file=sys.stderr)
         return 2
+    os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
     with open(args.out, 'w') as f:
         f.write(text)
     for key, why in plan['why'].items():

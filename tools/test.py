@@ -14,6 +14,8 @@ from mmengine.runner import Runner
 from teskd_mm.utils import (ConfigCheckError, check_config,
                             close_distributed, init_cpu_distributed,
                             prepare_cfg, setup_runtime)
+from teskd_mm.utils.cli import (add_trust_checkpoint, check_output,
+                                trust_if_asked)
 
 
 # What mmengine.fileio.dump writes, by extension.
@@ -38,17 +40,19 @@ def parse_args():
         default='none',
         help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    add_trust_checkpoint(parser)
     args = parser.parse_args()
     if args.out and osp.splitext(args.out)[1].lower() not in OUT_FORMATS:
         parser.error(f'--out {args.out}: the format is taken from the '
                      f'extension, which must be one of {OUT_FORMATS}')
+    check_output(parser, '--out', args.out)
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    return args, parser
 
 
 def main():
-    args = parse_args()
+    args, parser = parse_args()
     setup_runtime()
     cfg = Config.fromfile(args.config)
     if args.cfg_options is not None:
@@ -58,7 +62,9 @@ def main():
     elif cfg.get('work_dir', None) is None:
         cfg.work_dir = osp.join('./work_dirs',
                                 osp.splitext(osp.basename(args.config))[0])
+    check_output(parser, 'The work dir', cfg.work_dir, folder=True)
     cfg.load_from = args.checkpoint
+    trust_if_asked(args, args.checkpoint)
     init_cpu_distributed(args.launcher)
     cfg = prepare_cfg(cfg, args.launcher)
     try:

@@ -17,6 +17,7 @@ from teskd_mm.utils import (ConfigCheckError, check_config,
                             launch_rank, missing_reliability_hooks,
                             prepare_cfg, setup_runtime)
 from teskd_mm.utils.checkpoint import last_checkpoint
+from teskd_mm.utils.cli import add_trust_checkpoint, trust_if_asked
 from teskd_mm.utils.work_dir import claim_work_dir, release
 
 
@@ -62,6 +63,7 @@ def parse_args():
         default='none',
         help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    add_trust_checkpoint(parser)
     args = parser.parse_args()
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
@@ -137,6 +139,11 @@ def main():
     setup_runtime()
     from teskd_mm.hooks import NonFiniteLossError
     cfg = merge_args(Config.fromfile(args.config), args)
+    if args.trust_checkpoint and not cfg.get('load_from'):
+        sys.exit('train.py: error: --trust-checkpoint trusts the checkpoint '
+                 'named on the command line, and none is: give --resume '
+                 'PATH or --cfg-options load_from=PATH.')
+    trust_if_asked(args, cfg.get('load_from'))
     missing = missing_reliability_hooks(cfg)
     if missing:
         print(f'train.py: note: the config declares no {", ".join(missing)}; '

@@ -7,7 +7,10 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 from mmengine.config import Config, ConfigDict
 
-from ..utils.checkpoint import atomic_write
+from ..utils.checkpoint import (UnsafeCheckpointError, atomic_write,
+                                read_checkpoint, saved_config)
+from ..utils.errors import ConfigCheckError
+from ..utils.outputs import output_problem
 from ..utils.config_diff import MODEL_KEYS, config_differences
 
 # The heads whose teacher is ``backbone -> global pool -> fc``.
@@ -128,16 +131,20 @@ def stock_model_cfg(model_cfg: dict) -> dict:
 
 
 def load_checkpoint(checkpoint: str) -> Tuple[Dict[str, torch.Tensor], dict]:
-    """Read a checkpoint's ``state_dict`` and ``meta``, with clear errors."""
-    if not osp.isfile(checkpoint):
-        raise DeployError(f'Checkpoint {checkpoint} does not exist.')
+    """Read a checkpoint's ``state_dict`` and ``meta``, with clear errors.
+
+    The file is checked as every tool checks it (each member against its
+    CRC, so damaged bytes are not deployed as weights) and unpickled
+    safely (:func:`~teskd_mm.utils.checkpoint.read_checkpoint`).
+    """
     try:
-        ckpt = torch.load(checkpoint, map_location='cpu', weights_only=False)
-    except Exception as e:
+        ckpt = read_checkpoint(checkpoint)
+    except UnsafeCheckpointError as e:
+        raise DeployError(str(e)) from None
+    except ConfigCheckError as e:
         raise DeployError(
-            f'Could not read checkpoint {checkpoint} ({type(e).__name__}: '
-            f'{e}); it is corrupt or truncated, or not a PyTorch file. Use '
-            'a checkpoint written completely by tools/train.py.') from e
+            f'Checkpoint {e}; use a checkpoint written completely by '
+            'tools/train.py.') from None
     meta = {}
     if isinstance(ckpt, dict) and isinstance(ckpt.get('state_dict'), dict):
         meta = ckpt.get('meta') or {}
@@ -150,7 +157,7 @@ def load_checkpoint(checkpoint: str) -> Tuple[Dict[str, torch.Tensor], dict]:
     return ckpt, meta
 
 
-def trained_config(config: str, meta: dict,
+def trained_config(config: str, ckpt: dict, checkpoint: str,
                    cfg_options: Optional[dict]) -> Config:
     """The config the checkpoint was trained with, checked against the one
     given.
@@ -166,9 +173,12 @@ def trained_config(config: str, meta: dict,
     given = Config.fromfile(config)
     if cfg_options:
         given.merge_from_dict(cfg_options)
-    if not meta.get('cfg'):
+    try:
+        trained = saved_config(ckpt, checkpoint)
+    except UnsafeCheckpointError as e:
+        raise DeployError(str(e)) from None
+    if trained is None:
         return given
-    trained = Config.fromstring(meta['cfg'], file_format='.py')
     diffs = config_differences(given, trained, MODEL_KEYS)
     if diffs:
         shown = '; '.join(diffs[:5]) + ('; ...' if len(diffs) > 5 else '')
@@ -234,6 +244,14 @@ def check_same_logits(cfg: Config, state: Dict[str, torch.Tensor],
     with torch.no_grad():
         inputs = trained.data_preprocessor(batch, False)['inputs']
         want = trained(inputs, mode='tensor')
+    if not torch.isfinite(want).all():
+        # The tolerance below scales with the logits; NaN or inf would
+        # make any comparison pass or fail meaninglessly.
+        raise DeployError(
+            'The trained teacher gives non-finite logits (NaN or inf) on a '
+            'test batch: its weights are damaged or training diverged, and '
+            'it is not deployed. Deploy an earlier checkpoint of the run.')
+    with torch.no_grad():
         try:
             got = stock_model(inputs, mode='tensor')
             diff = (got - want).abs().max().item()
@@ -251,22 +269,6 @@ def check_same_logits(cfg: Config, state: Dict[str, torch.Tensor],
             f'backbone.out_indices={taken}. List the backbone\'s '
             'out_indices in increasing order, the last being the stage the '
             'neck\'s last input is.')
-
-
-def _check_writable(out_dir: str) -> None:
-    """An output folder that exists as a folder, or can be made, and can be
-    written to."""
-    folder = osp.abspath(out_dir)
-    while not osp.exists(folder):
-        folder = osp.dirname(folder)
-    if not osp.isdir(folder):
-        raise DeployError(
-            f'OUT_DIR {out_dir} cannot be made: {folder} is a file, not a '
-            'folder; choose another OUT_DIR.')
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise DeployError(
-            f'OUT_DIR {out_dir} cannot be written: {folder} is not writable '
-            'by this user; choose another OUT_DIR.')
 
 
 def deploy(config: str,
@@ -302,7 +304,8 @@ def deploy(config: str,
     """
     from mmpretrain.registry import MODELS
     state, train_meta = load_checkpoint(checkpoint)
-    cfg = trained_config(config, train_meta, cfg_options)
+    cfg = trained_config(config, dict(meta=train_meta), checkpoint,
+                         cfg_options)
     model_cfg = stock_model_cfg(cfg.model)
     stock_model = MODELS.build(copy.deepcopy(model_cfg))
     teacher = teacher_state_dict(state, stock_model, checkpoint)
@@ -329,7 +332,10 @@ def deploy(config: str,
     name = osp.splitext(osp.basename(config))[0]
     cfg_out = osp.join(out_dir, f'{name}_deploy.py')
     ckpt_out = osp.join(out_dir, f'{name}_teacher.pth')
-    _check_writable(out_dir)
+    problem = output_problem(out_dir, folder=True)
+    if problem:
+        raise DeployError(f'OUT_DIR {out_dir} {problem}; choose another '
+                          'OUT_DIR.')
     existing = [p for p in (cfg_out, ckpt_out) if osp.exists(p)]
     if existing and not overwrite:
         raise DeployError(

@@ -182,6 +182,20 @@ def pick_stages(outputs: Sequence, teacher: int, size: Tuple[int, int]
     return tuple(chosen)
 
 
+def evaluator_topk(cfg: Config, head: dict) -> Tuple[int, ...]:
+    """The top-k the stock config evaluates (its ``Accuracy``), which
+    may differ from its head's; the head's where it evaluates no accuracy."""
+    evaluators = cfg.get('val_evaluator') or []
+    for evaluator in (evaluators if isinstance(evaluators, (list, tuple))
+                      else [evaluators]):
+        if isinstance(evaluator, dict) and \
+                evaluator.get('type') == 'Accuracy':
+            topk = evaluator.get('topk', (1, ))
+            return tuple(topk) if isinstance(topk, (list, tuple)) \
+                else (int(topk), )
+    return tuple(head.get('topk', (1, )))
+
+
 def plan_teskd(base: str,
                width: Optional[int] = None,
                weights: Optional[str] = None,
@@ -220,9 +234,10 @@ def plan_teskd(base: str,
         has_neck=bool(cfg.model.get('neck')),
         out_indices=stages,
         in_channels=channels,
-        width=int(width or channels[-1]),
+        width=int(channels[-1] if width is None else width),
         num_classes=int(head.num_classes),
         topk=tuple(head.get('topk', (1, ))),
+        eval_topk=evaluator_topk(cfg, head),
         students=tuple(students),
         weights=WEIGHTS[weights],
         custom_hooks=list(cfg.get('custom_hooks') or []),
@@ -295,7 +310,7 @@ model = dict(
         loss=dict(type='TESKDLoss', ce_weight={ce}, kd_weight={kd})))
 
 # The teacher's top-k as before, and each student's and the ensemble's.
-val_evaluator = dict(type='MultiBranchAccuracy', topk={plan['topk']})
+val_evaluator = dict(type='MultiBranchAccuracy', topk={plan['eval_topk']})
 test_evaluator = val_evaluator
 
 # The reliability hooks (atomic checkpoints, exact resume, loss checks)

@@ -3,15 +3,18 @@ import os.path as osp
 from collections import deque
 from typing import Optional
 
-import torch
-from mmengine.dist import is_main_process
+from mmengine.dist import broadcast_object_list, is_main_process
 from mmengine.hooks import CheckpointHook
 from mmengine.runner.checkpoint import save_checkpoint
 
 from mmpretrain.registry import HOOKS
 
 from ..utils.checkpoint import (check_resume_state, drop_resume_state,
-                                has_resume_only_state, remove_partial_writes)
+                                has_resume_only_state, load_checkpoint_file,
+                                remove_partial_writes, saved_config)
+
+# The last step whose training-time validation ended, in the work dir.
+VALIDATED = 'last_validated'
 
 
 @HOOKS.register_module()
@@ -19,7 +22,7 @@ class SafeCheckpointHook(CheckpointHook):
     """``CheckpointHook`` that never leaves the run without a checkpoint.
 
     It takes exactly the arguments of mmengine's ``CheckpointHook`` and
-    changes three things about how files are written:
+    changes how files are written and runs are resumed:
 
     - Every checkpoint goes through the ``'atomic_local'`` file backend
       (:class:`~teskd_mm.utils.checkpoint.AtomicLocalBackend`) unless
@@ -31,6 +34,11 @@ class SafeCheckpointHook(CheckpointHook):
     - A save that fails (a full disk, or non-finite weights refused by
       ``NonFiniteLossHook``) leaves ``last_ckpt`` naming the previous,
       existing checkpoint.
+    - The end of every validation during training is recorded (the file
+      ``last_validated`` beside the checkpoints); a run stopped between a
+      checkpoint and the end of its validation validates that step first
+      when resumed, so its best checkpoint and its log are those of the
+      uninterrupted run.
     - State that only resuming needs, which modules declare in their
       ``resume_only_state`` (the DTSKD prediction memory: 80 MB for
       CIFAR-100, 20 GB for ImageNet), is kept in the newest epoch (or iter)
@@ -56,6 +64,7 @@ class SafeCheckpointHook(CheckpointHook):
         super().__init__(
             *args, out_dir=out_dir, backend_args=backend_args, **kwargs)
         self._step_save = False  # an epoch/iter save, not a best one
+        self._training = False  # validations of runner.val() are not marked
 
     def before_train(self, runner) -> None:
         super().before_train(runner)
@@ -67,9 +76,58 @@ class SafeCheckpointHook(CheckpointHook):
             for name in remove_partial_writes(str(self.out_dir)):
                 runner.logger.info(
                     f'Removed {name}, the partial write of a killed run.')
+        self._training = True
+        step = runner.epoch if self.by_epoch else runner.iter
+        if step == 0:
+            # A fresh run: a record left by an earlier run is not its own.
+            if is_main_process() and self.file_backend.isfile(
+                    self._validated_file):
+                self.file_backend.remove(self._validated_file)
+        elif self._validation_missing(runner, step):
+            unit = 'epoch' if self.by_epoch else 'iteration'
+            runner.logger.info(
+                f'The checkpoint of {unit} {step} was written but its '
+                'validation did not end before the run stopped: validating '
+                'it now, as the uninterrupted run did.')
+            runner.val_loop.run()
+
+    def after_train(self, runner) -> None:
+        self._training = False
+        super().after_train(runner)
+
+    @property
+    def _validated_file(self) -> str:
+        return self.file_backend.join_path(str(self.out_dir), VALIDATED)
+
+    def _validation_missing(self, runner, step: int) -> bool:
+        """Whether the train loop validates after ``step`` and the record of
+        that validation is missing (the same answer on every process)."""
+        loop = runner.train_loop
+        last = runner.max_epochs if self.by_epoch else runner.max_iters
+        due = runner.val_loop is not None and \
+            step >= getattr(loop, 'val_begin', 1) and \
+            (step % getattr(loop, 'val_interval', 1) == 0 or step == last)
+        missing = [False]
+        if due and is_main_process():
+            done = self.file_backend.get_text(self._validated_file) \
+                if self.file_backend.isfile(self._validated_file) else ''
+            missing[0] = not done.strip().isdigit() or int(done) < step
+        broadcast_object_list(missing)
+        return due and missing[0]
+
+    def after_val_epoch(self, runner, metrics) -> None:
+        super().after_val_epoch(runner, metrics)
+        # Recorded last, after the best checkpoint and mmengine's save of
+        # the step's checkpoint that follows it: a run stopped before this
+        # line validates that step again when resumed (before_train).
+        if self._training and is_main_process():
+            step = runner.epoch if self.by_epoch else runner.iter
+            self.file_backend.put_text(str(step), self._validated_file)
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        # Also where the Runner is used without the tools' pre-flight check.
+        # Also where the Runner is used without the tools' pre-flight check:
+        # mmengine's resume would execute a config text in the meta next.
+        saved_config(checkpoint, str(runner._load_from or 'the checkpoint'))
         if getattr(runner, '_resume', False):
             check_resume_state(runner.model, checkpoint,
                                str(runner._load_from or 'the checkpoint'),
@@ -125,6 +183,6 @@ class SafeCheckpointHook(CheckpointHook):
         if not has_resume_only_state(runner.model) or \
                 not self.file_backend.isfile(path):
             return
-        ckpt = torch.load(path, map_location='cpu', weights_only=False)
+        ckpt = load_checkpoint_file(path)
         if drop_resume_state(runner.model, ckpt):
             save_checkpoint(ckpt, path, backend_args=self.backend_args)

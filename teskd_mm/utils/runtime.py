@@ -23,13 +23,12 @@ RELIABILITY_HOOKS = ('SafeCheckpointHook', 'EpochSeedHook',
 def setup_runtime() -> None:
     """Set up the process before any checkpoint is read.
 
-    torch >= 2.6 unpickles with ``weights_only=True`` by default, and the
-    checkpoints mmengine writes carry its ``HistoryBuffer`` and numpy objects,
-    so test, resume and ``load_from`` would all fail. Checkpoints read by the
-    tools are the user's own training runs; loading them in full is what
-    mmengine was written for. An explicit setting by the user is kept.
+    Importing the package registers its components and, with them, its
+    loader of local checkpoints (:mod:`teskd_mm.utils.checkpoint`), which
+    mmengine's resume, ``load_from`` and ``Runner.load_checkpoint`` use:
+    torch's safe unpickling with an allow-list of what mmengine's
+    checkpoints hold.
     """
-    os.environ.setdefault('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
     import teskd_mm  # noqa: F401  (registers the components)
 
 

@@ -4,9 +4,11 @@
 after its pre-flight checks and before the Runner writes anything there:
 
 - it takes an exclusive lock on ``<work_dir>/.train.lock`` for the life of
-  the process (``fcntl.flock``, which the system releases when the process
-  ends, however it ends), so that a second run on the same work dir stops at
-  once and names the running one;
+  the process (a POSIX record lock, ``fcntl.lockf``, which the system
+  releases when the process ends, however it ends, and which the processes
+  it forks, such as data-loader workers, do not inherit: a killed run's
+  workers, which linger for seconds, do not hold it), so that a second run
+  on the same work dir stops at once and names the running one;
 - a new run (not ``--resume``) refuses to start where an earlier run left
   checkpoints, so that ``--resume`` there can only ever continue that
   earlier run; with ``force`` the earlier files are moved aside into
@@ -52,7 +54,7 @@ def lock_work_dir(work_dir: str) -> IO[str]:
             f'The work dir {work_dir} cannot be written: {e.strerror} '
             f'({e.filename}); choose another --work-dir.') from e
     try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         f.seek(0)
         holder = f.read().strip() or 'another process'
@@ -71,7 +73,7 @@ def lock_work_dir(work_dir: str) -> IO[str]:
 
 def release(lock: IO[str]) -> None:
     """Give up a lock of :func:`lock_work_dir`."""
-    fcntl.flock(lock, fcntl.LOCK_UN)
+    fcntl.lockf(lock, fcntl.LOCK_UN)
     lock.close()
 
 

@@ -3,8 +3,10 @@
     python tools/analysis/tsne.py CONFIG CHECKPOINT --out-dir DIR
         [--split test|val|train] [--num-samples 500] [--classes N|a,b,...]
         [--perplexity 30] [--seed 0] [--cfg-options KEY=VALUE ...]
+        [--overwrite] [--trust-checkpoint]
 
-Writes DIR/tsne_<checkpoint name>.png: one panel per head (the teacher and
+Writes DIR/tsne_<checkpoint name>.png (an existing one is replaced only
+with --overwrite): one panel per head (the teacher and
 each student of a TESKD or DTSKD model; the teacher alone for a deployed
 stock model), each point a sample coloured by its true class. The samples
 are taken in the data set's order, the same number from each chosen class
@@ -28,6 +30,11 @@ class ToolError(Exception):
     """A problem with the tool's inputs, shown as one line."""
 
 
+def map_name(checkpoint: str) -> str:
+    """The map's name: the checkpoint's file name without extension."""
+    return osp.splitext(osp.basename(checkpoint))[0]
+
+
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     from mmengine.config import DictAction
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -46,7 +53,18 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--seed', type=int, default=0, help='t-SNE seed')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override settings of the config')
+    parser.add_argument('--overwrite', action='store_true',
+                        help='replace the map of this checkpoint if --out-dir '
+                        'holds one')
+    from teskd_mm.utils.cli import add_trust_checkpoint, check_output
+    add_trust_checkpoint(parser)
     args = parser.parse_args(argv)
+    check_output(parser, '--out-dir', args.out_dir, folder=True)
+    args.out = osp.join(args.out_dir, f'tsne_{map_name(args.checkpoint)}.png')
+    if osp.exists(args.out) and not args.overwrite:
+        parser.error(f'{args.out} exists (a map of a checkpoint named '
+                     f'{osp.basename(args.checkpoint)}); choose another '
+                     '--out-dir, or pass --overwrite to replace it')
     if args.num_samples < 1 or args.perplexity <= 0:
         parser.error('--num-samples and --perplexity must be positive')
     return args
@@ -242,7 +260,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     args = parse_args(argv)
     from teskd_mm.utils import ConfigCheckError, setup_runtime
+    from teskd_mm.utils.cli import trust_if_asked
     setup_runtime()
+    trust_if_asked(args, args.checkpoint)
     try:
         feats, labels, names, classes = collect(args)
     except (ToolError, ConfigCheckError) as e:
@@ -257,9 +277,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                    random_state=args.seed).fit_transform(f)
         for name, f in feats.items()
     }
-    stem = osp.splitext(osp.basename(args.checkpoint))[0]
+    stem = map_name(args.checkpoint)
     os.makedirs(args.out_dir, exist_ok=True)
-    path = osp.join(args.out_dir, f'tsne_{stem}.png')
+    path = args.out
     title = (f'{stem}: {len(labels)} {args.split} samples, '
              f'perplexity {args.perplexity:g}')
     width, height = draw(embedded, {k: v.shape[1] for k, v in feats.items()},

@@ -9,7 +9,7 @@ from mmengine.logging import MessageHub
 
 from mmpretrain.registry import MODELS
 from ..utils.prediction_memory import PredictionMemory
-from .teskd_loss import cross_entropy_any, kd_terms
+from .teskd_loss import check_weights, cross_entropy_any, kd_terms
 
 DECAYS = ('cos', 'linear')
 
@@ -134,13 +134,23 @@ class DTSKDLoss(nn.Module):
         for name, value in (('cos_max', cos_max), ('cos_min', cos_min)):
             if not 0 <= value <= 1:
                 raise ValueError(f'{name}={value} must lie in [0, 1].')
+        student_weights = tuple(float(w) for w in student_weights)
+        weights = dict(hist_weight=hist_weight, kd_weight=kd_weight,
+                       teacher_weight=teacher_weight)
+        weights.update({f'student_weights[{i}]': w
+                        for i, w in enumerate(student_weights)})
+        # A historical term needs hist_weight and its head's weight.
+        check_weights('DTSKDLoss', weights, [['kd_weight']] + [
+            ['hist_weight', name] for name in weights
+            if name not in ('hist_weight', 'kd_weight')
+        ])
         if num_epochs is not None and num_epochs <= 0:
             raise ValueError(f'num_epochs={num_epochs} must be positive, or '
                              'None for the Runner\'s max_epochs.')
         self.hist_weight = hist_weight
         self.kd_weight = kd_weight
         self.teacher_weight = teacher_weight
-        self.student_weights = tuple(float(w) for w in student_weights)
+        self.student_weights = student_weights
         self.temperature = temperature
         self.decay = decay
         self.cos_max = cos_max

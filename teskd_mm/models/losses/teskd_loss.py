@@ -1,5 +1,5 @@
 """The TESKD objective: CE, temperature KD and feature distillation."""
-from typing import Dict
+from typing import Dict, Sequence
 
 import torch
 import torch.nn as nn
@@ -36,6 +36,30 @@ def kd_kl_div(student_logits: torch.Tensor,
     p_t = F.softmax(teacher_logits.float() / temperature, dim=1) + eps
     kl = (p_t * (p_t.log() - log_p_s)).sum() / student_logits.size(0)
     return kl * temperature**2
+
+
+def check_weights(loss: str, weights: Dict[str, float],
+                  groups: Sequence[Sequence[str]] = ()) -> None:
+    """Loss weights must be >= 0 (a negative one maximises its term) and
+    leave at least one term.
+
+    Args:
+        loss (str): The loss's name, for messages.
+        weights (dict): Every weight by its argument name.
+        groups (Sequence[Sequence[str]]): Weights that give a term only
+            together (all non-zero); by default each weight gives its own.
+    """
+    for name, value in weights.items():
+        if value < 0:
+            raise ValueError(
+                f'{loss} {name}={value} is negative: that term would be '
+                'maximised instead of minimised; weights must be >= 0 '
+                '(0 switches a term off).')
+    groups = groups or [[name] for name in weights]
+    if not any(all(weights[name] for name in group) for group in groups):
+        raise ValueError(
+            f'{loss} weights {weights} leave no loss term to train the '
+            'network; give at least one term a positive weight.')
 
 
 def kd_terms(outs, weight: float, temperature: float, eps: float,
@@ -106,6 +130,9 @@ class TESKDLoss(nn.Module):
         super().__init__()
         if temperature <= 0:
             raise ValueError(f'temperature={temperature} must be positive.')
+        check_weights('TESKDLoss', dict(ce_weight=ce_weight,
+                                        kd_weight=kd_weight,
+                                        fea_weight=fea_weight))
         self.ce_weight = ce_weight
         self.kd_weight = kd_weight
         self.fea_weight = fea_weight

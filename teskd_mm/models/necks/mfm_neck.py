@@ -162,6 +162,11 @@ class MFMNeck(BaseModule):
         students = check_students(type(self).__name__, students, num_levels)
 
         self.in_channels = in_channels
+        if out_channels is not None and int(out_channels) < 1:
+            raise ValueError(
+                f'MFMNeck out_channels={out_channels} must be at least 1; '
+                f'leave it out for the last stage\'s {in_channels[-1]} (the '
+                'paper\'s fused width).')
         self.out_channels = int(out_channels or in_channels[-1])
         self.fusion = fusion
         self.fast = fast

@@ -17,6 +17,10 @@ def check_students(owner: str, students: Sequence[int],
         levels = tuple(sorted(set(int(s) for s in students)))
     except (TypeError, ValueError):
         levels = ()
+    if levels and len(levels) != len(tuple(students)):
+        raise ValueError(
+            f'{owner} students={students!r} names a level more than once; '
+            f'name each level once, e.g. students={levels}.')
     if not levels or any(s not in valid for s in levels):
         raise ValueError(
             f'{owner} students={students!r} is not a non-empty subset of '

@@ -20,8 +20,9 @@ from ..checkpoint import (check_checkpoint_fits, check_resume_state,
                           resolve_resume)
 from ..errors import ConfigCheckError
 from .data import check_data, check_same_classes
-from .model import (build_model, check_classes, check_sample_indices,
-                    check_teacher_stage, run_dummy_batch, set_find_unused)
+from .model import (build_model, check_classes, check_memory_rows,
+                    check_sample_indices, check_teacher_stage,
+                    run_dummy_batch, set_find_unused)
 
 __all__ = ['check_config', 'check_data']
 
@@ -92,6 +93,7 @@ def check_config(cfg: Config,
         if mode == 'train':
             check_teacher_stage(cfg, model)
             check_sample_indices(cfg, model)
+            check_memory_rows(model, infos)
         unused = run_dummy_batch(
             cfg, model, infos, need_grads=distributed and mode == 'train')
         if distributed:

@@ -226,7 +226,7 @@ def scan_images(info: DataInfo, keep_sizes: bool) -> None:
         raise ConfigCheckError(
             f'{info.where} cannot list its images: {type(e).__name__}: '
             f'{_clean(e)}') from e
-    bad, sizes = [], set()
+    bad, sizes = [], {}
     for i in range(len(ds)):
         path = ds.get_data_info(i).get('img_path')
         if not path:
@@ -235,12 +235,25 @@ def scan_images(info: DataInfo, keep_sizes: bool) -> None:
         if problem:
             bad.append(f'{path} {problem}')
         elif keep_sizes:
-            sizes.add(size)
+            sizes.setdefault(size, path)
     if bad:
         raise ConfigCheckError(
             f'{info.where}: {len(bad)} of its {len(ds)} images cannot be '
             f'read: {"; ".join(bad[:5])}{"; ..." if len(bad) > 5 else ""}. '
             'Remove or replace them before training.')
+    if len(sizes) > 1:
+        # mmpretrain's data preprocessor pads a batch to its largest image
+        # with zeros: every image's result would depend on its batch.
+        shown = '; '.join(f'{h}x{w}: {p}'
+                          for (h, w), p in sorted(sizes.items())[:4])
+        raise ConfigCheckError(
+            f'{info.where}: its images differ in size ({len(sizes)} sizes, '
+            f'e.g. {shown}) and its pipeline keeps each image\'s size, so '
+            'batches would be padded with zeros to their largest image and '
+            'the results would change with the batch size. Add a resize to '
+            'the pipeline (e.g. dict(type=\'Resize\', scale=(32, 32)), or '
+            'ResizeEdge and CenterCrop as the ImageNet configs do), or make '
+            'the images one size.')
     info.image_sizes = sorted(sizes)
 
 

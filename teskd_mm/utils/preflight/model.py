@@ -211,6 +211,26 @@ def check_sample_indices(cfg: Config, model: nn.Module) -> None:
             stack.append(ds['dataset'])
 
 
+def check_memory_rows(model: nn.Module, infos: Dict[str, DataInfo]) -> None:
+    """A prediction memory needs a row for every training image: with fewer,
+    the first sample beyond them stops training mid-epoch."""
+    from ...models.utils import PredictionMemory
+    info = infos.get('train')
+    if info is None or info.dataset is None:
+        return
+    images = len(info.dataset)
+    for name, memory in model.named_modules():
+        rows = getattr(memory, 'num_samples', None) \
+            if isinstance(memory, PredictionMemory) else None
+        if rows is not None and rows < images:
+            owner = name.rsplit('.memory', 1)[0] or 'the loss'
+            raise ConfigCheckError(
+                f'{owner} keeps a prediction memory of num_samples={rows} '
+                f'rows, one per training image, but {info.where} holds '
+                f'{images} images; set model.head.loss.num_samples={images} '
+                '(or None to size it from the data as it comes).')
+
+
 def set_find_unused(cfg: Config, unused: List[str]) -> None:
     """Switch on DDP's ``find_unused_parameters`` where it is needed."""
     if not unused:
