@@ -5,6 +5,7 @@ import glob
 import json
 import os
 import os.path as osp
+import re
 
 import pytest
 import torch
@@ -104,3 +105,38 @@ def test_resumed_run_validates_what_the_stopped_one_did_not(setup, stop,
         theirs = torch.load(osp.join(ref, name), weights_only=False)
         for k, v in theirs['state_dict'].items():
             assert torch.equal(mine['state_dict'][k], v), (name, k)
+
+
+def test_a_resume_at_another_batch_says_so(setup, tmp_path, capsys):
+    """The total batch of a resumed run is named when it changes, with the
+    learning rate that stays; --auto-scale-lr, which a resume cannot apply,
+    is refused then."""
+    cfg, ref, _ = setup
+    work = str(tmp_path / 'work')
+    tool_in_process('train.py', cfg, '--work-dir', work, '--cfg-options',
+                    'train_cfg.max_epochs=1')
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:
+        tool_in_process('train.py', cfg, '--work-dir', work, '--resume',
+                        '--auto-scale-lr', '--cfg-options',
+                        'train_dataloader.batch_size=2')
+    assert re.search(
+        r'--auto-scale-lr with --resume from \S+epoch_1.pth: the total batch '
+        r'changes from 4 \(1 process x 4\) to 2 \(1 process x 2\), but a '
+        r'resumed run continues with the optimizer and schedule of the '
+        r'checkpoint \(lr 0.05\)', str(info.value.code))
+    assert sorted(os.listdir(work)).count('epoch_2.pth') == 0
+    tool_in_process('train.py', cfg, '--work-dir', work, '--resume',
+                    '--cfg-options', 'train_dataloader.batch_size=2',
+                    'train_cfg.max_epochs=2')
+    out = capsys.readouterr()
+    assert re.search(r'Resuming \S+epoch_1.pth at a total batch of 2 '
+                     r'\(1 process x 2\); it was trained at 4 \(1 process '
+                     r'x 4\), .* the learning rate in effect stays the '
+                     r"checkpoint's, 0.05", out.out + out.err)
+    # The same batch: nothing to say.
+    tool_in_process('train.py', cfg, '--work-dir', work, '--resume',
+                    '--auto-scale-lr', '--cfg-options',
+                    'train_dataloader.batch_size=2', 'train_cfg.max_epochs=3')
+    out = capsys.readouterr()
+    assert 'at a total batch of' not in out.out + out.err

@@ -134,6 +134,13 @@ class SafeCheckpointHook(CheckpointHook):
                                runner.work_dir)
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        # What a resume compares its own batch with (check_resume_batch).
+        loader = runner.train_dataloader
+        if getattr(loader, 'batch_size', None):
+            checkpoint['meta'] = dict(
+                checkpoint.get('meta') or {},
+                batch=dict(per_process=int(loader.batch_size),
+                           processes=int(runner.world_size)))
         if not self._step_save:
             drop_resume_state(runner.model, checkpoint)
 

@@ -539,6 +539,52 @@ def check_resume_state(model: nn.Module, ckpt: Dict[str, Any], path: str,
         f'--cfg-options load_from={path} without --resume.')
 
 
+def _batch_text(batch: Dict[str, int]) -> str:
+    per, n = batch['per_process'], batch['processes']
+    return f'{per * n} ({n} process{"es" if n > 1 else ""} x {per})'
+
+
+def check_resume_batch(cfg: Config, ckpt: Dict[str, Any], path: str,
+                       world_size: int) -> None:
+    """Say when a resumed run changes the total batch; refuse
+    ``auto_scale_lr`` then, which a resume cannot apply.
+
+    The resumed optimizer and schedule keep the checkpoint's learning rate,
+    so the Runner's scaling of the config's rate would be overwritten
+    without a word.
+
+    Args:
+        cfg (Config): The config, with ``auto_scale_lr`` as the run has it.
+        ckpt (dict): The checkpoint resumed from.
+        path (str): Its file, for messages.
+        world_size (int): Processes of the resumed run.
+    """
+    saved = (ckpt.get('meta') or {}).get('batch')
+    per = (cfg.get('train_dataloader') or {}).get('batch_size')
+    if not isinstance(saved, dict) or not per:
+        return
+    now = dict(per_process=int(per), processes=int(world_size))
+    old_total = saved['per_process'] * saved['processes']
+    if now['per_process'] * now['processes'] == old_total:
+        return
+    groups = (ckpt.get('optimizer') or {}).get('param_groups') or [{}]
+    lr = groups[0].get('lr')
+    if (cfg.get('auto_scale_lr') or {}).get('enable'):
+        raise ConfigCheckError(
+            f'--auto-scale-lr with --resume from {path}: the total batch '
+            f'changes from {_batch_text(saved)} to {_batch_text(now)}, but a '
+            'resumed run continues with the optimizer and schedule of the '
+            f'checkpoint (lr {lr}), so the scaling would not apply. Resume '
+            'without --auto-scale-lr, or keep the batch of the run.')
+    print_log(
+        f'Resuming {path} at a total batch of {_batch_text(now)}; it was '
+        f'trained at {_batch_text(saved)}, so an epoch has another number '
+        f'of iterations; the learning rate in effect stays the '
+        f'checkpoint\'s, {lr}, and its schedule continues as saved.',
+        logger='current',
+        level=30)
+
+
 def check_checkpoint_fits(model: nn.Module,
                           ckpt: Dict[str, Any],
                           path: str,

@@ -15,9 +15,10 @@ import random
 import numpy as np
 import torch
 from mmengine.config import Config
+from mmengine.dist import get_world_size
 
-from ..checkpoint import (check_checkpoint_fits, check_resume_state,
-                          resolve_resume)
+from ..checkpoint import (check_checkpoint_fits, check_resume_batch,
+                          check_resume_state, resolve_resume)
 from ..errors import ConfigCheckError
 from .data import check_data, check_same_classes
 from .model import (build_model, check_classes, check_memory_rows,
@@ -90,6 +91,7 @@ def check_config(cfg: Config,
                 model, ckpt, cfg.load_from, cfg, exact=mode == 'train')
             if mode == 'train':
                 check_resume_state(model, ckpt, cfg.load_from, cfg.work_dir)
+                check_resume_batch(cfg, ckpt, cfg.load_from, get_world_size())
         if mode == 'train':
             check_teacher_stage(cfg, model)
             check_sample_indices(cfg, model)
