@@ -215,12 +215,17 @@ def machine() -> Dict[str, object]:
 
 
 def git_commit() -> Optional[str]:
+    """The commit the runs train with; '-dirty' where files differ from it."""
     try:
-        return subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=ROOT,
-                              capture_output=True, text=True,
-                              check=True).stdout.strip()
+        commit = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=ROOT,
+                                capture_output=True, text=True,
+                                check=True).stdout.strip()
+        changed = subprocess.run(
+            ['git', 'status', '--porcelain', '--untracked-files=no'],
+            cwd=ROOT, capture_output=True, text=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError):
         return None
+    return commit + ('-dirty' if changed.strip() else '')
 
 
 def launches_file(work_dir: str) -> str:
