@@ -92,8 +92,11 @@ def test_memory_is_stored_in_the_newest_checkpoint_only(trained):
     older = torch.load(osp.join(work, 'epoch_1.pth'), weights_only=False)
     newest = torch.load(osp.join(work, 'epoch_2.pth'), weights_only=False)
     assert MEMORY + 'predictions' not in older['state_dict']
+    # And the optimizer's state (resume_state='newest', the runtime's).
     assert older['meta']['resume_state_dropped'] == [
-        MEMORY + 'predictions', MEMORY + 'written']
+        MEMORY + 'predictions', MEMORY + 'written', 'optimizer',
+        'param_schedulers']
+    assert 'optimizer' not in older and 'optimizer' in newest
     assert set(older['state_dict']) == set(newest['state_dict']) - {
         MEMORY + 'predictions', MEMORY + 'written'}
 
@@ -133,9 +136,9 @@ def test_resume_from_a_checkpoint_without_the_memory_is_refused(trained):
                     '--resume', older, check=False)
     assert proc.returncode != 0
     assert re.search(r'epoch_1.pth holds no head.loss_module.memory.'
-                     r'predictions, head.loss_module.memory.written: that '
-                     r'state is kept only in the newest checkpoint',
-                     proc.stderr), proc.stderr
+                     r'predictions, head.loss_module.memory.written, '
+                     r'optimizer, param_schedulers: that state is kept only '
+                     r'in the newest checkpoint', proc.stderr), proc.stderr
     assert not osp.exists(str(tmp / 'old'))
     # The Runner itself refuses too, where no tool checks first.
     config = Config.fromfile(cfg)
@@ -201,7 +204,7 @@ def test_deploy_tool_exports_the_teacher(trained):
 
 @pytest.mark.parametrize('num_samples', [8, None])
 def test_a_run_stopped_after_a_best_epoch_resumes(cifar10_mini, tmp_path,
-                                                   num_samples):
+                                                  num_samples):
     """Epoch 1 sets a new best: its best checkpoint drops the memory, and
     epoch_1.pth, which mmengine saves again after the best one, keeps it."""
     cfg = write_config(str(tmp_path / 'dtskd_best.py'), cifar10_mini)

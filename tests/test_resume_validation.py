@@ -80,8 +80,8 @@ def setup(tmp_path_factory, cifar10_mini):
     # epoch_1.pth again with the best score (saves: epoch, best, again).
     "dict(type='StopOnceHook', flag='{flag}', save=3)",
 ])
-def test_resumed_run_validates_what_the_stopped_one_did_not(setup, stop,
-                                                           cifar10_mini):
+def test_resumed_run_validates_what_the_stopped_one_did_not(
+        setup, stop, cifar10_mini):
     cfg, ref, tmp = setup
     flag = str(tmp / f'flag{len(os.listdir(tmp))}')
     work = flag + '_work'
@@ -140,3 +140,27 @@ def test_a_resume_at_another_batch_says_so(setup, tmp_path, capsys):
                     'train_dataloader.batch_size=2', 'train_cfg.max_epochs=3')
     out = capsys.readouterr()
     assert 'at a total batch of' not in out.out + out.err
+
+
+def test_optimizer_state_only_where_resume_needs_it(setup, tmp_path,
+                                                    capsys):
+    """resume_state='newest' (the runtime's): older epoch checkpoints keep
+    the weights, and resuming from one is refused, naming the newest."""
+    cfg, ref, _ = setup
+    newest = torch.load(osp.join(ref, 'epoch_3.pth'), weights_only=False)
+    assert 'optimizer' in newest and 'param_schedulers' in newest
+    older = torch.load(osp.join(ref, 'epoch_2.pth'), weights_only=False)
+    assert 'optimizer' not in older and 'param_schedulers' not in older
+    assert older['meta']['resume_state_dropped'] == ['optimizer',
+                                                     'param_schedulers']
+    assert older['state_dict'].keys() == newest['state_dict'].keys()
+    assert os.path.getsize(osp.join(ref, 'epoch_2.pth')) < \
+        0.7 * os.path.getsize(osp.join(ref, 'epoch_3.pth'))
+    with pytest.raises(SystemExit) as info:
+        tool_in_process('train.py', cfg, '--work-dir', str(tmp_path / 'w'),
+                        '--resume', osp.join(ref, 'epoch_2.pth'))
+    assert re.search(r'epoch_2.pth holds no optimizer, param_schedulers: '
+                     r'that state is kept only in the newest checkpoint of '
+                     r'a run, .*use --cfg-options load_from=\S+epoch_2.pth '
+                     r'without --resume',
+                     str(info.value.code))

@@ -102,7 +102,7 @@ def check_trains_and_deploys(base, out, tmp_path):
 def run_case(base, expected, tmp_path, capsys):
     out, proc = write(base, tmp_path, capsys=capsys)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert re.search(rf'out_indices: four outputs that halve \(.*\), the '
+    assert re.search(r'out_indices: four outputs that halve \(.*\), the '
                      'last the one the stock head reads', proc.stdout)
     text = open(out).read()
     assert f"_base_ = 'mmpretrain::{base}'" in text
@@ -166,7 +166,7 @@ def test_existing_output_is_kept(tmp_path):
 def test_hand_written_config_with_a_truncated_teacher_is_refused(tmp_path):
     """The README's recipe applied by hand to EfficientNet-B0: out_indices
     (0, 1, 2, 3) would train and deploy the network cut after layer 3."""
-    from teskd_mm.utils import ConfigCheckError, check_config, prepare_cfg
+    from teskd_mm.utils import ConfigCheckError
     from teskd_mm.utils.preflight.model import build_model, \
         check_teacher_stage
     cfg = Config.fromfile(

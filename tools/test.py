@@ -16,6 +16,7 @@ from teskd_mm.utils import (ConfigCheckError, check_config,
                             prepare_cfg, setup_runtime)
 from teskd_mm.utils.cli import (add_trust_checkpoint, check_output,
                                 trust_if_asked)
+from teskd_mm.utils.work_dir import default_work_dir
 
 
 # What mmengine.fileio.dump writes, by extension.
@@ -60,8 +61,7 @@ def main():
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs',
-                                osp.splitext(osp.basename(args.config))[0])
+        cfg.work_dir = default_work_dir(args.config)
     check_output(parser, 'The work dir', cfg.work_dir, folder=True)
     cfg.load_from = args.checkpoint
     trust_if_asked(args, args.checkpoint)

@@ -5,7 +5,6 @@
 """
 import argparse
 import os
-import os.path as osp
 import sys
 
 import torch.distributed as torch_dist
@@ -18,7 +17,8 @@ from teskd_mm.utils import (ConfigCheckError, check_config,
                             prepare_cfg, setup_runtime)
 from teskd_mm.utils.checkpoint import last_checkpoint
 from teskd_mm.utils.cli import add_trust_checkpoint, trust_if_asked
-from teskd_mm.utils.work_dir import claim_work_dir, release
+from teskd_mm.utils.work_dir import (claim_work_dir, default_work_dir,
+                                     release)
 
 
 def parse_args():
@@ -75,8 +75,7 @@ def merge_args(cfg: Config, args) -> Config:
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs',
-                                osp.splitext(osp.basename(args.config))[0])
+        cfg.work_dir = default_work_dir(args.config)
     if args.amp:
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')

@@ -1,6 +1,5 @@
 """Turn a trained TESKD model into a stock mmpretrain classifier."""
 import copy
-import os
 import os.path as osp
 from typing import Any, Dict, Optional, Tuple
 

@@ -9,6 +9,7 @@ from mmengine.runner.checkpoint import save_checkpoint
 
 from mmpretrain.registry import HOOKS
 
+from ..known_warnings import quiet_known_log_lines
 from ..utils.checkpoint import (check_resume_state, drop_resume_state,
                                 has_resume_only_state, load_checkpoint_file,
                                 remove_partial_writes, saved_config)
@@ -21,8 +22,9 @@ VALIDATED = 'last_validated'
 class SafeCheckpointHook(CheckpointHook):
     """``CheckpointHook`` that never leaves the run without a checkpoint.
 
-    It takes exactly the arguments of mmengine's ``CheckpointHook`` and
-    changes how files are written and runs are resumed:
+    It takes the arguments of mmengine's ``CheckpointHook``, and
+    ``resume_state``, and changes how files are written and runs are
+    resumed:
 
     - Every checkpoint goes through the ``'atomic_local'`` file backend
       (:class:`~teskd_mm.utils.checkpoint.AtomicLocalBackend`) unless
@@ -45,19 +47,37 @@ class SafeCheckpointHook(CheckpointHook):
       checkpoint only: it is left out of best checkpoints and removed from
       the previous one once the new one is complete. Resuming from a
       checkpoint without it is refused before training (see
-      :func:`~teskd_mm.utils.checkpoint.check_resume_state`).
+      :func:`~teskd_mm.utils.checkpoint.check_resume_state`). With
+      ``resume_state='newest'`` the optimizer's and the parameter
+      schedulers' state are kept there only too (SGD with momentum: as
+      large as the weights); older epoch checkpoints keep the weights and
+      meta, for testing, deploying and ``load_from``.
 
     Temporary files of a run killed mid-write are removed when training
     starts. The one place this relies on mmengine's private API is
     :meth:`_save_checkpoint_with_step`, which it wraps (calling the
     original) to reorder the deletion.
+
+    Args:
+        resume_state (str): ``'all'``: every epoch (or iter) checkpoint
+            keeps the optimizer's and schedulers' state, as mmengine's hook
+            does; ``'newest'``: only the newest does. Defaults to ``'all'``.
+        *args, **kwargs: The arguments of ``CheckpointHook``.
     """
 
     def __init__(self,
                  *args,
                  out_dir: Optional[str] = None,
                  backend_args: Optional[dict] = None,
+                 resume_state: str = 'all',
                  **kwargs) -> None:
+        if resume_state not in ('all', 'newest'):
+            raise ValueError(
+                f'SafeCheckpointHook resume_state={resume_state!r} is not '
+                "'all' (every epoch checkpoint keeps the optimizer's and "
+                "schedulers' state, as mmengine's) or 'newest' (only the "
+                'newest does).')
+        self.resume_state = resume_state
         if backend_args is None and kwargs.get('file_client_args') is None \
                 and '://' not in str(out_dir or ''):
             backend_args = dict(backend='atomic_local')
@@ -65,6 +85,11 @@ class SafeCheckpointHook(CheckpointHook):
             *args, out_dir=out_dir, backend_args=backend_args, **kwargs)
         self._step_save = False  # an epoch/iter save, not a best one
         self._training = False  # validations of runner.val() are not marked
+
+    def before_run(self, runner) -> None:
+        super().before_run(runner)
+        # The checkpoint code of mmengine 0.10.7 logs its own deprecations.
+        quiet_known_log_lines(runner.logger)
 
     def before_train(self, runner) -> None:
         super().before_train(runner)
@@ -187,9 +212,10 @@ class SafeCheckpointHook(CheckpointHook):
 
     def _drop_resume_state_of(self, runner, path: str) -> None:
         """Rewrite an older checkpoint without its resume-only state."""
-        if not has_resume_only_state(runner.model) or \
+        newest_only = self.resume_state == 'newest'
+        if not (has_resume_only_state(runner.model) or newest_only) or \
                 not self.file_backend.isfile(path):
             return
         ckpt = load_checkpoint_file(path)
-        if drop_resume_state(runner.model, ckpt):
+        if drop_resume_state(runner.model, ckpt, newest_only):
             save_checkpoint(ckpt, path, backend_args=self.backend_args)

@@ -490,9 +490,22 @@ def has_resume_only_state(model: nn.Module) -> bool:
     return bool(_resume_only_keys(model))
 
 
-def drop_resume_state(model: nn.Module, ckpt: Dict[str, Any]) -> List[str]:
+# What a checkpoint keeps for resuming only, besides modules' own state.
+TRAINING_STATE = ('optimizer', 'param_schedulers')
+
+
+def drop_resume_state(model: nn.Module,
+                      ckpt: Dict[str, Any],
+                      training_state: bool = False) -> List[str]:
     """Take the resume-only state out of a checkpoint dict, in place, and
     record in its ``meta`` that it was taken out.
+
+    Args:
+        model (nn.Module): The model, whose modules declare their
+            ``resume_only_state``.
+        ckpt (dict): The checkpoint.
+        training_state (bool): Also take out the optimizer's and the
+            parameter schedulers' state (:data:`TRAINING_STATE`).
 
     Returns:
         list[str]: The keys removed.
@@ -505,6 +518,10 @@ def drop_resume_state(model: nn.Module, ckpt: Dict[str, Any]) -> List[str]:
     for key in dropped:
         state.pop(key, None)
         state.pop(f'module.{key}', None)
+    if training_state:
+        for key in TRAINING_STATE:
+            if ckpt.pop(key, None) is not None:
+                dropped.append(key)
     if dropped:
         # A new dict: mmengine hands one ``meta`` to the best save and to
         # the epoch save that follows it, which keeps the state.
@@ -525,7 +542,8 @@ def check_resume_state(model: nn.Module, ckpt: Dict[str, Any], path: str,
             newest checkpoint.
     """
     dropped = (ckpt.get('meta') or {}).get('resume_state_dropped')
-    if not dropped or not has_resume_only_state(model):
+    if not dropped or not (has_resume_only_state(model) or
+                           set(dropped) & set(TRAINING_STATE)):
         return
     newest = last_checkpoint(work_dir)
     hint = (f'resume from {newest}, the newest' if newest and

@@ -31,6 +31,15 @@ LOCK_NAME = '.train.lock'
 RUN_FILES = re.compile(
     r'^((epoch|iter)_\d+\.pth|best_.*\.pth|last_checkpoint)$')
 
+
+def default_work_dir(config: str) -> str:
+    """``work_dirs/<config's folder>/<config's name>``: configs of one name
+    in different folders (``teskd/`` and ``baseline/``) get their own."""
+    folder = osp.basename(osp.dirname(osp.abspath(config)))
+    return osp.join('./work_dirs', folder,
+                    osp.splitext(osp.basename(config))[0])
+
+
 def run_files(work_dir: str) -> List[str]:
     """Checkpoints and ``last_checkpoint`` in a work dir, sorted."""
     if not osp.isdir(work_dir):

@@ -1,4 +1,5 @@
 """The teacher classifier of TESKD and its hierarchical student branches."""
+import warnings
 from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
@@ -61,12 +62,17 @@ class StudentBranch(BaseModule):
         super().__init__()
         self.kernel = kernel
         self.fast = fast
-        # The released branches keep the conv biases in front of BN.
-        self.reduce = ConvModule(
-            in_channels, channels, kernel, stride=kernel, bias=True,
-            norm_cfg=norm_cfg)
-        self.mix = ConvModule(
-            channels, channels, 1, bias=True, norm_cfg=norm_cfg)
+        # The released branches keep the conv biases in front of BN (their
+        # parameter counts include them); mmcv warns of such a bias, which
+        # here is deliberate.
+        with warnings.catch_warnings():
+            warnings.filterwarnings(
+                'ignore', message='Unnecessary conv bias before batch')
+            self.reduce = ConvModule(
+                in_channels, channels, kernel, stride=kernel, bias=True,
+                norm_cfg=norm_cfg)
+            self.mix = ConvModule(
+                channels, channels, 1, bias=True, norm_cfg=norm_cfg)
         self.fc = nn.Linear(channels, num_classes)
 
     def _fast(self, x: torch.Tensor) -> bool:
