@@ -1,4 +1,4 @@
-"""DTSKDLoss against REFERENCE.md's formula, and its a_t schedules."""
+"""DTSKDLoss against the released code's formula, and its a_t schedules."""
 import itertools
 import math
 
@@ -49,7 +49,7 @@ def test_alpha_schedules_follow_the_reference():
 
 
 def independent_loss(outs, labels, memory, written, alpha, T=4.0):
-    """REFERENCE.md: 0.2 [3 H(z_T) + sum H(z_b)] + 0.8 sum KL_T(z_b, z_T)."""
+    """The released code: 0.2 [3 H(z_T) + sum H(z_b)] + 0.8 sum KL_T(z_b, z_T)."""
     heads = [outs.teacher_logits, *outs.student_logits]
     onehot = F.one_hot(labels, heads[0].size(1)).float()
     total = 0.0

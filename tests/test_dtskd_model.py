@@ -24,7 +24,7 @@ def dtskd_model():
 
 
 def test_exact_parameter_counts(dtskd_model):
-    # REFERENCE.md, DTSKD with ResNet_CIFAR depth 18 and 100 classes.
+    # The released code, DTSKD with ResNet_CIFAR depth 18 and 100 classes.
     assert n_params(dtskd_model) == 13_971_920
     teacher = n_params(dtskd_model.backbone) + n_params(dtskd_model.head.fc)
     assert teacher == 11_220_132

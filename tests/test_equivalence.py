@@ -143,7 +143,7 @@ def test_other_fusions(fusion):
 
 def test_same_checkpoint_layout_at_full_width():
     """Checkpoint keys and shapes of the paper network do not depend on the
-    switch; the neck and head hold the parameters REFERENCE.md counts."""
+    switch; the neck and head hold the parameters the released network has."""
     fast = Network((64, 128, 256, 512), 100, fast=True)
     plain = Network((64, 128, 256, 512), 100, fast=False)
     fs, ps = fast.state_dict(), plain.state_dict()

@@ -21,7 +21,7 @@ def stages(n=2, channels=RESNET18_CHANNELS, size=32, seed=0):
 def test_registered_and_reference_sizes():
     neck = MODELS.build(dict(type='MFMNeck', in_channels=RESNET18_CHANNELS))
     assert isinstance(neck, MFMNeck)
-    # REFERENCE.md: laterals 495,616; upsample convs 789,504; fuses 525,312.
+    # The released network: laterals 495,616; upsample convs 789,504; fuses 525,312.
     laterals = n_params(neck.lateral_top) + n_params(neck.laterals)
     assert laterals == 495_616
     assert n_params(neck.upsamples) == 789_504

@@ -22,7 +22,7 @@ def teskd_model():
 
 
 def test_exact_parameter_counts(teskd_model):
-    # REFERENCE.md, ResNet_CIFAR depth 18 and 100 classes.
+    # The released network, ResNet_CIFAR depth 18 and 100 classes.
     assert n_params(teskd_model) == 37_050_832
     teacher = n_params(teskd_model.backbone) + n_params(teskd_model.head.fc)
     assert teacher == 11_220_132

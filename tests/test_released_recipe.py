@@ -2,7 +2,7 @@
 
 The authors' code trains with PyTorch's default initialisation, CIFAR-10's
 normalisation statistics on CIFAR-100, and fp16 autocast with a gradient
-scaler (/work/shared/REFERENCE.md); the default configs use mmpretrain's
+scaler; the default configs use mmpretrain's
 initialisation, CIFAR-100's statistics and fp32. Each released config is
 its default config plus exactly these differences.
 
@@ -30,7 +30,7 @@ RELEASED = {
     'configs/baseline/resnet18_cifar100_released.py':
     'configs/baseline/resnet18_cifar100.py',
 }
-# REFERENCE.md: the released code normalises CIFAR-100 with these, on
+# The released code normalises CIFAR-100 with these, on
 # images scaled to [0, 1]; mmpretrain normalises 0..255 pixel values.
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2023, 0.1994, 0.2010)

@@ -23,7 +23,7 @@ def make_outputs(n=6, c=10, d=16, seed=0, requires_grad=False):
 
 
 def reference_loss(outs, labels, alpha1=0.2, alpha2=0.8, beta=1e-7, T=4.0):
-    """REFERENCE.md's formulas, written with torch's own reductions."""
+    """The released code's formulas, written with torch's own reductions."""
     ce = F.cross_entropy(outs.teacher_logits, labels)
     kd = 0
     fea = 0

@@ -175,6 +175,10 @@ FORKED_HOLDER = textwrap.dedent('''
     lock = lock_work_dir(sys.argv[1])
     child = os.fork()
     if child == 0:  # a data-loader worker, left behind by a killed run
+        # Off the parent's pipes, which the test reads to their end.
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
         time.sleep(120)
         os._exit(0)
     print(child, flush=True)

@@ -54,9 +54,10 @@ def main(argv=None) -> int:
                                             render_teskd, verify_plan)
     try:
         plan = plan_teskd(args.base, args.width, args.weights, students)
-        text = render_teskd(plan)
         with tempfile.TemporaryDirectory() as tmp:
-            verify_plan(plan, text, tmp)
+            verify_plan(plan, render_teskd(plan, tmp), tmp)
+        # The same config, its _base_ named from where it is written.
+        text = render_teskd(plan, osp.dirname(osp.abspath(args.out)))
     except (TeskdConfigError, ValueError) as e:
         print(f'teskd_config: error: {e}', file=sys.stderr)
         return 2

@@ -20,11 +20,9 @@ from mmengine.config import Config
 
 from ..utils.inputs import dummy_batch, input_size
 from ..utils.preflight.model import build_model
+from ..utils.runtime import RELIABILITY_HOOKS
 from .deploy import stock_model_cfg
 
-# The reliability hooks of configs/_base_/default_runtime.py.
-RELIABILITY = ("default_hooks = dict(checkpoint=dict(type='SafeCheckpointHook'))",
-               ('EpochSeedHook', 'NonFiniteLossHook', 'SyncBuffersHook'))
 # Loss weights (alpha1, alpha2) of the paper's two recipes.
 WEIGHTS = {'cifar': (0.2, 0.8), 'imagenet': (0.8, 0.2)}
 
@@ -42,7 +40,7 @@ def resolve_config(path: str) -> str:
             path[len('mmpretrain::'):])
     if not osp.isfile(path):
         raise TeskdConfigError(f'Config {path} does not exist.')
-    return path
+    return osp.abspath(path)
 
 
 def _build(cfg_dict: dict):
@@ -271,19 +269,38 @@ def _comment(text: str, indent: int) -> str:
         subsequent_indent=pad + '# ').lstrip()
 
 
-def render_teskd(plan: Dict) -> str:
-    """The text of the TESKD config: the stock one plus what TESKD changes."""
+def base_reference(base: str, folder: str) -> str:
+    """How a config in ``folder`` names ``base``: ``mmpretrain::`` as it is,
+    a file relative to ``folder`` (mmengine resolves ``_base_`` from the
+    config's own folder)."""
+    if base.startswith('mmpretrain::'):
+        return base
+    return osp.relpath(resolve_config(base), osp.abspath(folder))
+
+
+def render_teskd(plan: Dict, folder: str) -> str:
+    """The text of the TESKD config: the stock one plus what TESKD changes.
+
+    Args:
+        plan (dict): From :func:`plan_teskd`.
+        folder (str): Where the config will lie; a file base is named
+            relative to it.
+    """
     why = {k: _comment(v, 8 if k not in ('out_indices', ) else 4)
            for k, v in plan['why'].items()}
     why['weights'] = _comment(
         f"{plan['why']['weights']}; {plan['why']['loss']}", 8)
     ce, kd = plan['weights']
     neck_delete = '_delete_=True,\n        ' if plan['has_neck'] else ''
+    # The reliability hooks the stock config lacks; the checkpoint hook is
+    # a default hook.
+    present = {h.get('type') for h in plan['custom_hooks']}
     hooks = [repr(h) for h in plan['custom_hooks']] + [
-        f"dict(type='{t}')" for t in RELIABILITY[1]]
+        f"dict(type='{t}')" for t in RELIABILITY_HOOKS[1:]
+        if t not in present]
     hooks_text = ',\n    '.join(hooks)
     return f'''# TESKD on {plan['base']}, written by tools/teskd_config.py.
-_base_ = '{plan['base']}'
+_base_ = '{base_reference(plan['base'], folder)}'
 custom_imports = dict(imports=['teskd_mm'], allow_failed_imports=False)
 
 model = dict(
@@ -315,7 +332,7 @@ test_evaluator = val_evaluator
 
 # The reliability hooks (atomic checkpoints, exact resume, loss checks)
 # after the stock config's own.
-{RELIABILITY[0]}
+default_hooks = dict(checkpoint=dict(type='{RELIABILITY_HOOKS[0]}'))
 custom_hooks = [
     {hooks_text},
 ]
@@ -327,14 +344,13 @@ def verify_plan(plan: Dict, text: str, folder: str) -> None:
 
     Args:
         plan (dict): From :func:`plan_teskd`.
-        text (str): From :func:`render_teskd`.
+        text (str): From :func:`render_teskd` for ``folder``.
         folder (str): Where to write the config for loading it (the
             caller's temporary folder).
     """
     path = osp.join(folder, 'teskd_check.py')
     with open(path, 'w') as f:
-        f.write(text.replace(f"_base_ = '{plan['base']}'",
-                             f"_base_ = '{resolve_config(plan['base'])}'"))
+        f.write(text)
     cfg = Config.fromfile(path)
     stock_cfg = Config.fromfile(resolve_config(plan['base']))
     model = build_model(cfg)

@@ -3,7 +3,7 @@
     python tools/experiments/cpu_protocol.py [--methods baseline teskd dtskd]
         [--seeds 0 1 2] [--threads N]
 
-The protocol is fixed in docs/cpu_protocol.md and its three configs in
+The protocol is fixed in docs/experiments.md and its three configs in
 configs/experiments/cpu_protocol/. Each run trains through tools/train.py in
 its own process, in ``--work-root/<method>_seed<k>``; a run that was stopped
 is resumed from its latest checkpoint, and a run whose results file exists is
@@ -22,12 +22,12 @@ import json
 import os
 import os.path as osp
 import platform
+import re
 import shutil
 import subprocess
 import sys
 import tarfile
 import tempfile
-import time
 from typing import Dict, List, Optional
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -45,7 +45,7 @@ def config_of(method: str) -> str:
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description='Baseline, TESKD and DTSKD under the CPU protocol '
-        '(docs/cpu_protocol.md), each run resumable and skipped when done.')
+        '(docs/experiments.md), each run resumable and skipped when done.')
     parser.add_argument('--methods', nargs='+', default=list(METHODS),
                         choices=METHODS, help='methods to run, in order')
     parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2],
@@ -247,6 +247,78 @@ def write_json(path: str, obj) -> None:
     os.replace(tmp, path)
 
 
+def log_launches(work_dir: str) -> List[dict]:
+    """Every launch of a run, from the log folder mmengine makes for each
+    (``<YYYYmmdd_HHMMSS>/<same>.log``): its start, and its end as the log's
+    last write. A launch that was killed has its folder too."""
+    found = []
+    for name in sorted(os.listdir(work_dir)):
+        log = osp.join(work_dir, name, f'{name}.log')
+        if not (re.match(r'^\d{8}_\d{6}$', name) and osp.isfile(log)):
+            continue
+        start = datetime.datetime.strptime(name, '%Y%m%d_%H%M%S')
+        end = datetime.datetime.fromtimestamp(osp.getmtime(log))
+        found.append(dict(log=name, started=start.isoformat(),
+                          wall_s=round((end - start).total_seconds(), 1)))
+    return found
+
+
+def _naive(stamp: str) -> datetime.datetime:
+    """A recorded time as the machine's local time, as mmengine's folders
+    name it."""
+    moment = datetime.datetime.fromisoformat(stamp)
+    if moment.tzinfo is not None:
+        moment = moment.astimezone().replace(tzinfo=None)
+    return moment
+
+
+def describe_launches(work_dir: str) -> List[dict]:
+    """The launches of the logs, each with what this command recorded when
+    it started it (commit, threads), where it did."""
+    records = read_launches(work_dir)
+    described = []
+    for launch in log_launches(work_dir):
+        start = datetime.datetime.fromisoformat(launch['started'])
+        match = [r for r in records
+                 if abs((_naive(r['started']) - start).total_seconds()) < 120]
+        if match:
+            launch.update({k: v for k, v in match[-1].items()
+                           if k not in launch})
+        else:
+            launch['note'] = 'started before launches were recorded'
+        described.append(launch)
+    return described
+
+
+def write_result(args: argparse.Namespace, method: str, seed: int,
+                 work_dir: str, result_path: str, data_info: dict) -> bool:
+    """Write the results file of a finished run; False if unfinished."""
+    scalars = read_scalars(work_dir)
+    epochs = [v['epoch'] for v in scalars['val']]
+    if not epochs or epochs[-1] != args.epochs:
+        return False
+    launches = describe_launches(work_dir)
+    result = dict(
+        method=method,
+        seed=seed,
+        config=osp.relpath(config_of(method), ROOT),
+        protocol=args.protocol,
+        epochs=args.epochs,
+        data=data_info,
+        machine=machine(),
+        launches=launches,
+        wall_s=round(sum(la['wall_s'] for la in launches), 1),
+        resumed=len(launches) > 1,
+        val=scalars['val'],
+        train_epoch_losses=epoch_losses(scalars['train']),
+        train=scalars['train'])
+    write_json(result_path, result)
+    print(f'[cpu_protocol] {method}_seed{seed}: top-1 '
+          f'{scalars["val"][-1]["top1"]:.2f} after epoch {args.epochs}; '
+          f'wrote {result_path}', flush=True)
+    return True
+
+
 def run_one(args: argparse.Namespace, method: str, seed: int, data: str,
             data_info: dict) -> None:
     # Local: the package's import prints library warnings, and the
@@ -261,6 +333,9 @@ def run_one(args: argparse.Namespace, method: str, seed: int, data: str,
         return
     work_dir = osp.join(args.work_root, name)
     os.makedirs(work_dir, exist_ok=True)
+    # Trained to the end before its results were written: written now.
+    if write_result(args, method, seed, work_dir, result_path, data_info):
+        return
     resume_from = last_checkpoint(work_dir)
     n_train = data_info['train']['images']
     options = [f'randomness.seed={seed}']
@@ -281,52 +356,31 @@ def run_one(args: argparse.Namespace, method: str, seed: int, data: str,
         env['OMP_NUM_THREADS'] = str(args.threads)
     # Waiting OpenMP threads sleep instead of spinning: beside other work
     # on 2 cores, a TESKD step took 8.3 s spinning and 2.0 s passive
-    # (1.4 s either way on an idle machine; docs/cpu_protocol.md).
+    # (1.4 s either way on an idle machine; docs/experiments.md).
     env.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
     print(f'[cpu_protocol] {name}: ' +
           (f'resuming from {resume_from}' if resume_from else 'starting'),
           flush=True)
+    # Recorded before the launch, so that a killed one keeps its record.
     launches = read_launches(work_dir)
-    launch = dict(started=datetime.datetime.now(
-        datetime.timezone.utc).isoformat(timespec='seconds'),
-                  resumed_from=osp.basename(resume_from)
-                  if resume_from else None,
-                  threads=args.threads,
-                  omp_wait_policy=env['OMP_WAIT_POLICY'],
-                  commit=git_commit())
-    start = time.time()
+    launches.append(dict(
+        started=datetime.datetime.now().isoformat(timespec='seconds'),
+        resumed_from=osp.basename(resume_from) if resume_from else None,
+        threads=args.threads, omp_wait_policy=env['OMP_WAIT_POLICY'],
+        commit=git_commit(), exit_code=None))
+    write_json(launches_file(work_dir), launches)
     code = subprocess.call(cmd, env=env)
-    launch['wall_s'] = round(time.time() - start, 1)
-    launch['exit_code'] = code
-    launches.append(launch)
+    launches[-1]['exit_code'] = code
     write_json(launches_file(work_dir), launches)
     if code != 0:
         sys.exit(f'[cpu_protocol] {name}: tools/train.py exited with {code}; '
                  f'run the same command again to resume it from '
                  f'{work_dir}')
-    scalars = read_scalars(work_dir)
-    epochs = [v['epoch'] for v in scalars['val']]
-    if not epochs or epochs[-1] != args.epochs:
+    if not write_result(args, method, seed, work_dir, result_path,
+                        data_info):
         sys.exit(f'[cpu_protocol] {name}: training ended but the log of '
-                 f'{work_dir} has no validation of epoch {args.epochs} '
-                 f'(validated: {epochs}); not writing {result_path}')
-    result = dict(
-        method=method,
-        seed=seed,
-        config=osp.relpath(config_of(method), ROOT),
-        protocol=args.protocol,
-        epochs=args.epochs,
-        data=data_info,
-        machine=machine(),
-        launches=launches,
-        wall_s=round(sum(la['wall_s'] for la in launches), 1),
-        resumed=len(launches) > 1,
-        val=scalars['val'],
-        train_epoch_losses=epoch_losses(scalars['train']),
-        train=scalars['train'])
-    write_json(result_path, result)
-    print(f'[cpu_protocol] {name}: top-1 {scalars["val"][-1]["top1"]:.2f} '
-          f'after epoch {args.epochs}; wrote {result_path}', flush=True)
+                 f'{work_dir} has no validation of epoch {args.epochs}; '
+                 f'not writing {result_path}')
 
 
 def main(argv: Optional[List[str]] = None) -> None:

@@ -1,4 +1,4 @@
-# The CPU protocol (docs/cpu_protocol.md): the CIFAR ResNet-18 at a quarter
+# The CPU protocol (docs/experiments.md): the CIFAR ResNet-18 at a quarter
 # of its width (stages 16/32/64/128) on 1,000 CIFAR-10 JPEGs per class, the
 # CIFAR recipe scaled to 30 epochs, validated every 5 epochs on the whole
 # test split. This is the baseline: the plain network trained alone.

@@ -1,4 +1,4 @@
-# The CPU protocol (docs/cpu_protocol.md) with DTSKD: its released recipe's
+# The CPU protocol (docs/experiments.md) with DTSKD: its released recipe's
 # network and loss (weights, cosine decay over the 30 epochs) at this width,
 # on the protocol's 10,000 training images and schedule.
 _base_ = [

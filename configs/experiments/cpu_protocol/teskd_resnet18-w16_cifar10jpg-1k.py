@@ -1,4 +1,4 @@
-# The CPU protocol (docs/cpu_protocol.md) with TESKD: the baseline's network,
+# The CPU protocol (docs/experiments.md) with TESKD: the baseline's network,
 # data and schedule, with the neck, students and loss of the paper's CIFAR
 # recipe (0.2 / 0.8 / 1e-7, T = 4) at their defaults for this width (fused
 # width = the last stage's, 128).
