@@ -120,7 +120,8 @@ def test_force_moves_the_earlier_run_aside(tiny, tmp_path):
     proc = run_tool('tools/train.py', tiny, '--work-dir', work, '--force',
                     '--cfg-options', 'randomness.seed=1',
                     'train_cfg.max_epochs=1', env=ENV)
-    aside = re.search(r"earlier run's files are in (\S+)", proc.stderr)
+    aside = re.search(r"earlier run's files are in (\S+)\.\n",
+                      proc.stdout + proc.stderr)
     assert aside, proc.stderr
     moved = digest(aside.group(1))
     for name in ('epoch_1.pth', 'epoch_2.pth', 'last_checkpoint'):

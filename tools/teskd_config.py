@@ -11,10 +11,8 @@ inferred value. Nothing is written unless the TESKD model trains a step and
 the teacher it deploys is exactly the stock network.
 """
 import argparse
-import os
 import os.path as osp
 import sys
-import tempfile
 
 from teskd_mm.utils import setup_runtime
 from teskd_mm.utils.cli import check_at_least, check_output
@@ -50,20 +48,13 @@ def main(argv=None) -> int:
         parser.error(f'--students {args.students!r} is not a list of levels '
                      'such as 1,2,3')
     setup_runtime()
-    from teskd_mm.apis.teskd_config import (TeskdConfigError, plan_teskd,
-                                            render_teskd, verify_plan)
+    from teskd_mm.apis.teskd_config import write_teskd_config
     try:
-        plan = plan_teskd(args.base, args.width, args.weights, students)
-        with tempfile.TemporaryDirectory() as tmp:
-            verify_plan(plan, render_teskd(plan, tmp), tmp)
-        # The same config, its _base_ named from where it is written.
-        text = render_teskd(plan, osp.dirname(osp.abspath(args.out)))
-    except (TeskdConfigError, ValueError) as e:
+        plan = write_teskd_config(args.base, args.out, args.width,
+                                  args.weights, students)
+    except ValueError as e:  # TeskdConfigError and the components' own
         print(f'teskd_config: error: {e}', file=sys.stderr)
         return 2
-    os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
-    with open(args.out, 'w') as f:
-        f.write(text)
     for key, why in plan['why'].items():
         print(f'{key}: {why}')
     print(f'Wrote {args.out}')

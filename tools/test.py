@@ -8,12 +8,11 @@ import os
 import os.path as osp
 import sys
 
+# First: the package quiets the known library warnings before they print.
+from teskd_mm.apis.runs import test  # isort: skip
 from mmengine.config import Config, DictAction
-from mmengine.runner import Runner
 
-from teskd_mm.utils import (ConfigCheckError, check_config,
-                            close_distributed, init_cpu_distributed,
-                            prepare_cfg, setup_runtime)
+from teskd_mm.utils import ConfigCheckError, setup_runtime
 from teskd_mm.utils.cli import (add_trust_checkpoint, check_output,
                                 trust_if_asked)
 from teskd_mm.utils.work_dir import default_work_dir
@@ -63,23 +62,12 @@ def main():
     elif cfg.get('work_dir', None) is None:
         cfg.work_dir = default_work_dir(args.config)
     check_output(parser, 'The work dir', cfg.work_dir, folder=True)
-    cfg.load_from = args.checkpoint
+    cfg.launcher = args.launcher
     trust_if_asked(args, args.checkpoint)
-    init_cpu_distributed(args.launcher)
-    cfg = prepare_cfg(cfg, args.launcher)
     try:
-        # Before the Runner: a refused config leaves no work dir behind.
-        check_config(cfg, 'test', distributed=args.launcher != 'none')
+        return test(cfg, args.checkpoint, out=args.out)
     except ConfigCheckError as e:
         sys.exit(f'test.py: error: {e}')
-    runner = Runner.from_cfg(cfg)
-    metrics = runner.test()
-    if args.out and runner.rank == 0:
-        from mmengine.fileio import dump
-        dump(metrics, args.out)
-    del runner  # released before the process group is closed
-    close_distributed()
-    return metrics
 
 
 if __name__ == '__main__':

@@ -7,18 +7,13 @@ import argparse
 import os
 import sys
 
-import torch.distributed as torch_dist
+# First: the package quiets the known library warnings before they print.
+from teskd_mm.apis.runs import RunError, train  # isort: skip
 from mmengine.config import Config, DictAction
-from mmengine.runner import Runner
 
-from teskd_mm.utils import (ConfigCheckError, check_config,
-                            close_distributed, init_cpu_distributed,
-                            launch_rank, missing_reliability_hooks,
-                            prepare_cfg, setup_runtime)
-from teskd_mm.utils.checkpoint import last_checkpoint
+from teskd_mm.utils import ConfigCheckError, setup_runtime
 from teskd_mm.utils.cli import add_trust_checkpoint, trust_if_asked
-from teskd_mm.utils.work_dir import (claim_work_dir, default_work_dir,
-                                     release)
+from teskd_mm.utils.work_dir import default_work_dir
 
 
 def parse_args():
@@ -93,6 +88,7 @@ def merge_args(cfg: Config, args) -> Config:
         cfg.auto_scale_lr.enable = True
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
+    cfg.launcher = args.launcher
     if args.skip_nonfinite:
         hooks = [
             h for h in cfg.get('custom_hooks') or []
@@ -109,71 +105,19 @@ def merge_args(cfg: Config, args) -> Config:
     return cfg
 
 
-def claim(cfg: Config, force: bool):
-    """Lock the work dir for this run (the first process of a launch), so
-    that no other run writes there, and refuse to start a new run over an
-    earlier one's checkpoints. The other processes wait for its verdict."""
-    lock, error = None, None
-    if launch_rank() == 0:
-        try:
-            lock, aside = claim_work_dir(cfg.work_dir, bool(cfg.get('resume')),
-                                         force)
-            if aside:
-                print(f'train.py: the earlier run\'s files are in {aside}',
-                      file=sys.stderr)
-        except ConfigCheckError as e:
-            error = e
-    if torch_dist.is_initialized():
-        verdict = [error is None]
-        torch_dist.broadcast_object_list(verdict, src=0)
-        if not verdict[0] and error is None:
-            sys.exit(1)  # the first process says why
-    if error is not None:
-        raise error
-    return lock
-
-
 def main():
     args = parse_args()
     setup_runtime()
-    from teskd_mm.hooks import NonFiniteLossError
     cfg = merge_args(Config.fromfile(args.config), args)
     if args.trust_checkpoint and not cfg.get('load_from'):
         sys.exit('train.py: error: --trust-checkpoint trusts the checkpoint '
                  'named on the command line, and none is: give --resume '
                  'PATH or --cfg-options load_from=PATH.')
     trust_if_asked(args, cfg.get('load_from'))
-    missing = missing_reliability_hooks(cfg)
-    if missing:
-        print(f'train.py: note: the config declares no {", ".join(missing)}; '
-              'inherit configs/_base_/default_runtime.py or declare them '
-              '(README, "TESKD in your own config").', file=sys.stderr)
-    init_cpu_distributed(args.launcher)
-    cfg = prepare_cfg(cfg, args.launcher)
     try:
-        # Before the Runner: a refused config leaves no work dir behind.
-        check_config(cfg, 'train', distributed=args.launcher != 'none')
-        lock = claim(cfg, args.force)
-    except ConfigCheckError as e:
+        train(cfg, force=args.force)
+    except (ConfigCheckError, RunError) as e:
         sys.exit(f'train.py: error: {e}')
-    try:
-        # No name holds the Runner: it is released when training returns,
-        # before the process group is closed (close_distributed).
-        Runner.from_cfg(cfg).train()
-    except NonFiniteLossError as e:
-        sys.exit(f'train.py: error: {e}')
-    except OSError as e:
-        # A full disk or a folder that cannot be written: one line, and
-        # the checkpoint that is still good.
-        last = last_checkpoint(cfg.work_dir)
-        kept = f'the last checkpoint, {last}, is intact' if last else \
-            'no checkpoint had been written'
-        sys.exit(f'train.py: error: writing {e.filename or cfg.work_dir} '
-                 f'failed: {e.strerror or e}; {kept}.')
-    finally:
-        if lock is not None:
-            release(lock)
-    close_distributed()
 
 
 if __name__ == '__main__':

@@ -11,7 +11,9 @@ parameters, same logits for the same weights). Where that cannot hold, a
 :class:`TeskdConfigError` says why.
 """
 import copy
+import os
 import os.path as osp
+import tempfile
 import textwrap
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -396,3 +398,28 @@ def verify_plan(plan: Dict, text: str, folder: str) -> None:
             'other logits (it is backbone -> GlobalAveragePooling -> Linear '
             'on the last output, where the stock model computes otherwise), '
             'so no config is written.')
+
+
+def write_teskd_config(base: str,
+                       out: str,
+                       width: Optional[int] = None,
+                       weights: Optional[str] = None,
+                       students: Sequence[int] = (1, 2, 3)) -> Dict:
+    """Plan, verify and write the TESKD config of ``base`` to ``out``.
+
+    Nothing is written unless the verification passes; the folder of
+    ``out`` is made if missing. Arguments as :func:`plan_teskd`.
+
+    Returns:
+        dict: The plan, with a comment for each value under ``'why'``.
+    """
+    plan = plan_teskd(base, width, weights, students)
+    with tempfile.TemporaryDirectory() as tmp:
+        verify_plan(plan, render_teskd(plan, tmp), tmp)
+    folder = osp.dirname(osp.abspath(out))
+    # The same config, its _base_ named from where it is written.
+    text = render_teskd(plan, folder)
+    os.makedirs(folder, exist_ok=True)
+    with open(out, 'w') as f:
+        f.write(text)
+    return plan
