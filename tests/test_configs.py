@@ -12,7 +12,7 @@ from mmengine.fileio import load
 
 from mmpretrain.registry import MODELS
 
-from teskd_mm.apis.deploy import MULTI_BRANCH_HEADS, deploy, stock_model_cfg
+from teskd_mm.apis.deploy import deploy, self_kd_head, stock_model_cfg
 
 from conftest import ROOT, expected_loss_keys, n_params, train_one_step
 
@@ -49,7 +49,7 @@ def load_cfg(path: str) -> Config:
 def deployed_params(path: str) -> int:
     """Parameters of the deployed model: the teacher, or a plain model."""
     model = load_cfg(path).model
-    if model.head.type in MULTI_BRANCH_HEADS:
+    if self_kd_head(model):
         model = stock_model_cfg(model)
     return n_params(model)
 
@@ -89,7 +89,7 @@ def test_every_table_config_has_its_pair():
 @pytest.mark.parametrize('teskd_cfg,baseline_cfg', PAIRS)
 def test_teacher_has_exactly_the_baseline_size(teskd_cfg, baseline_cfg):
     teskd, baseline = load_cfg(teskd_cfg), load_cfg(baseline_cfg)
-    assert baseline.model.head.type not in MULTI_BRANCH_HEADS
+    assert self_kd_head(baseline.model) is None
     assert deployed_params(teskd_cfg) == deployed_params(baseline_cfg)
     # The same training recipe, too.
     for key in ('optim_wrapper', 'param_scheduler', 'train_cfg'):

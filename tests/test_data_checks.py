@@ -163,7 +163,7 @@ def test_dtskd_memory_smaller_than_the_training_set(data, tmp_path):
                          'data_preprocessor.num_classes': 10})
     cfg.work_dir = str(tmp_path / 'work')
     with pytest.raises(ConfigCheckError, match=(
-            rf'head.loss_module keeps a prediction memory of num_samples='
+            rf"DTSKD's prediction memory has num_samples="
             rf'{images - 1} rows, one per training image, but '
             rf'train_dataloader.dataset holds {images} images; set '
             rf'model.head.loss.num_samples={images}')):

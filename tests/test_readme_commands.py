@@ -14,12 +14,11 @@ import shutil
 import subprocess
 import sys
 
-import pytest
-
 from conftest import ROOT
 
 SECTIONS = ('## Quick start on an image folder', '## TESKD in your own config')
-SHORTER = ('train_dataloader.dataset.indices=4 val_dataloader.dataset.indices=4 '
+SHORTER = ('train_dataloader.dataset.indices=4 '
+           'val_dataloader.dataset.indices=4 '
            'train_dataloader.batch_size=4 val_dataloader.batch_size=4 '
            'train_dataloader.num_workers=0 val_dataloader.num_workers=0 '
            'train_cfg.val_interval=30 default_hooks.checkpoint.interval=30')

@@ -8,12 +8,9 @@ from mmengine.config import Config, ConfigDict
 
 from ..utils.checkpoint import (UnsafeCheckpointError, atomic_write,
                                 read_checkpoint, saved_config)
+from ..utils.config_diff import MODEL_KEYS, config_differences
 from ..utils.errors import ConfigCheckError
 from ..utils.outputs import output_problem
-from ..utils.config_diff import MODEL_KEYS, config_differences
-
-# The heads whose teacher is ``backbone -> global pool -> fc``.
-MULTI_BRANCH_HEADS = ('MultiBranchClsHead', 'DTSKDHead')
 
 
 class DeployError(ValueError):
@@ -89,44 +86,36 @@ def _names_package_model(node: Any) -> bool:
     return False
 
 
+def self_kd_head(model_cfg: dict) -> Optional[type]:
+    """The class of the config's head if it is a self-distillation head
+    (:class:`~teskd_mm.models.heads.SelfKDHead`), else None."""
+    from mmpretrain.registry import MODELS
+
+    from ..models.heads import SelfKDHead
+    head = (model_cfg.get('head') or {}).get('type')
+    cls = MODELS.get(head) if isinstance(head, str) else head
+    return cls if isinstance(cls, type) and issubclass(cls, SelfKDHead) \
+        else None
+
+
 def stock_model_cfg(model_cfg: dict) -> dict:
-    """The teacher of a TESKD model config as a stock ``ImageClassifier``.
+    """The teacher of a self-distillation model config as a stock
+    ``ImageClassifier``, as its head declares it
+    (:meth:`~teskd_mm.models.heads.SelfKDHead.deployed_model_cfg`), with
+    this package's types replaced by their stock parents.
 
     Args:
-        model_cfg (dict): The ``model`` of a TESKD config.
-
-    Returns:
-        dict: The same backbone with only its last stage out, mmpretrain's
-        ``GlobalAveragePooling`` and ``LinearClsHead``.
+        model_cfg (dict): The ``model`` of a TESKD or DTSKD config.
     """
-    head = model_cfg.get('head', {}) or {}
-    if head.get('type') not in MULTI_BRANCH_HEADS:
+    head = self_kd_head(model_cfg)
+    if head is None:
+        given = (model_cfg.get('head') or {}).get('type')
         raise DeployError(
-            f'The config\'s head is {head.get("type")!r}, not one of '
-            f'{MULTI_BRANCH_HEADS}: this is not a TESKD model config. A '
-            'plain classifier needs no deployment; use its config and '
-            'checkpoint as they are.')
-    backbone = copy.deepcopy(dict(model_cfg['backbone']))
-    out_indices = backbone.get('out_indices')
-    if isinstance(out_indices, int):
-        out_indices = (out_indices, )
-    if out_indices is not None:
-        # The teacher reads the last output; check_same_logits confirms it.
-        backbone['out_indices'] = (tuple(out_indices)[-1], )
-    stock = dict(
-        type='ImageClassifier',
-        backbone=backbone,
-        neck=dict(type='GlobalAveragePooling'),
-        head=dict(
-            type='LinearClsHead',
-            num_classes=head['num_classes'],
-            in_channels=head['in_channels'],
-            loss=dict(type='CrossEntropyLoss', loss_weight=1.0),
-            topk=head.get('topk', (1, ))))
-    for key in ('data_preprocessor', 'train_cfg'):
-        if key in model_cfg:
-            stock[key] = copy.deepcopy(model_cfg[key])
-    return _to_stock(stock)
+            f'The config\'s head is {given!r}, not a self-distillation head '
+            '(one implementing SelfKDHead, as MultiBranchClsHead and '
+            'DTSKDHead do): this is not a TESKD model config. A plain classifier needs no deployment; use its '
+            'config and checkpoint as they are.')
+    return _to_stock(head.deployed_model_cfg(model_cfg))
 
 
 def load_checkpoint(checkpoint: str) -> Tuple[Dict[str, torch.Tensor], dict]:

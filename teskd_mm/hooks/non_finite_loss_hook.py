@@ -11,6 +11,7 @@ from mmengine.optim import OptimWrapper
 
 from mmpretrain.registry import HOOKS
 
+from ..models.heads import SelfKDHead
 from ..utils.checkpoint import last_checkpoint
 
 ACTIONS = ('stop', 'skip')
@@ -134,13 +135,12 @@ class NonFiniteLossHook(Hook):
 
     def _undo_forward(self) -> None:
         """Put back what the skipped step's forward pass changed."""
-        from ..models.utils import PredictionMemory
         with torch.no_grad():
             for buffer, saved in self._buffers:
                 buffer.copy_(saved)
-        for module in self._model.modules():
-            if isinstance(module, PredictionMemory):
-                module.undo_last_write()
+        head = getattr(self._model, 'head', None)
+        if isinstance(head, SelfKDHead):
+            head.undo_skipped_step()
 
     # -- the check -------------------------------------------------------
     def _check(self, runner, loss: torch.Tensor,

@@ -153,7 +153,7 @@ def extract(model, dataset, indices: List[int],
     import numpy as np
     import torch
     from mmengine.dataset import pseudo_collate
-    from teskd_mm.models.heads import MultiBranchClsHead
+    from teskd_mm.models.heads import SelfKDHead
     feats: Dict[str, list] = {}
     labels = []
     for start in range(0, len(indices), batch_size):
@@ -162,12 +162,8 @@ def extract(model, dataset, indices: List[int],
         with torch.no_grad():
             data = model.data_preprocessor(batch, False)
             x = model.extract_feat(data['inputs'])
-            if isinstance(model.head, MultiBranchClsHead):
-                # forward_all gives every branch in eval mode too.
-                out = model.head.forward_all(x)
-                heads = {'teacher': out.teacher_feat}
-                heads.update((f'student{b}', f) for b, f in
-                             zip(out.student_ids, out.student_feats))
+            if isinstance(model.head, SelfKDHead):
+                heads = model.head.branch_features(x)
             else:
                 # LinearClsHead.pre_logits takes the neck's last output.
                 heads = {'teacher': model.head.pre_logits(x)}

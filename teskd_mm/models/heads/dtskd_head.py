@@ -115,6 +115,16 @@ class DTSKDHead(MultiBranchClsHead):
                     'neck=dict(type=\'DTSKDNeck\', ...), whose outputs are '
                     '1x1.')
 
+    def undo_skipped_step(self) -> None:
+        """The memory rows the skipped step wrote go back to what they
+        were."""
+        self.loss_module.memory.undo_last_write()
+
+    def check_training_data(self, dataset_cfg: dict, num_images: int) -> None:
+        """The memory needs one row per training image, keyed by a
+        ``sample_idx`` that is unique in the training set."""
+        self.loss_module.memory.check_training_data(dataset_cfg, num_images)
+
     def loss(self, feats: MFMOutput, data_samples: List[DataSample],
              **kwargs) -> dict:
         """Compute the loss of the teacher and all students.

@@ -1,6 +1,6 @@
 """The teacher classifier of TESKD and its hierarchical student branches."""
 import warnings
-from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -15,6 +15,7 @@ from mmpretrain.structures import DataSample
 from ..necks.mfm_neck import MFMOutput
 from ..utils import can_patchify, conv1x1_rows, norm_act, patchify_conv
 from ..utils.students import check_students
+from .self_kd_head import SelfKDHead
 
 
 class BranchOutputs(NamedTuple):
@@ -98,7 +99,7 @@ class StudentBranch(BaseModule):
 
 
 @MODELS.register_module()
-class MultiBranchClsHead(ClsHead):
+class MultiBranchClsHead(SelfKDHead, ClsHead):
     """TESKD head: the teacher classifier plus one branch per student.
 
     It takes the :class:`MFMOutput` of :class:`MFMNeck`. The teacher is a
@@ -257,6 +258,15 @@ class MultiBranchClsHead(ClsHead):
             student_logits=tuple(student_logits),
             student_feats=tuple(student_feats),
             student_ids=self.students)
+
+    def branch_features(self,
+                        feats: MFMOutput) -> Dict[str, torch.Tensor]:
+        """The pooled feature of the teacher and of every student."""
+        outs = self.forward_all(feats)
+        found = {'teacher': outs.teacher_feat}
+        found.update((f'student{b}', f)
+                     for b, f in zip(outs.student_ids, outs.student_feats))
+        return found
 
     def forward(
             self,

@@ -77,6 +77,43 @@ class PredictionMemory(nn.Module):
         self._undo: Optional[Tuple[torch.Tensor, torch.Tensor,
                                    torch.Tensor]] = None
 
+    def check_training_data(self, dataset_cfg: dict, num_images: int) -> None:
+        """Refuse training data this memory cannot key correctly.
+
+        A ``ConcatDataset`` restarts ``sample_idx`` at 0 in each part, so
+        images of different parts would share a row; ``num_samples`` below
+        the number of images would stop training at the first sample beyond.
+
+        Args:
+            dataset_cfg (dict): ``train_dataloader.dataset`` of the config.
+            num_images (int): Images in the training set (0 if unknown).
+
+        Raises:
+            ValueError: What is wrong and the fix.
+        """
+        stack = [dataset_cfg]
+        while stack:
+            ds = stack.pop()
+            if not isinstance(ds, dict):
+                continue
+            if ds.get('datasets'):
+                raise ValueError(
+                    'DTSKD keys its prediction memory by each sample\'s '
+                    'sample_idx, which train_dataloader.dataset '
+                    f'({ds.get("type")}) restarts at 0 in each of its parts, '
+                    'so images of different parts would share a memory row; '
+                    'train on one data set (e.g. one CustomDataset over all '
+                    'the images, or one ann_file listing them).')
+            if 'dataset' in ds:
+                stack.append(ds['dataset'])
+        if self.num_samples is not None and self.num_samples < num_images:
+            raise ValueError(
+                f'DTSKD\'s prediction memory has num_samples='
+                f'{self.num_samples} rows, one per training image, but '
+                f'train_dataloader.dataset holds {num_images} images; set '
+                f'model.head.loss.num_samples={num_images} (or None to size '
+                'it from the data as it comes).')
+
     @staticmethod
     def nbytes(num_samples: int, num_heads: int, num_classes: int,
                dtype: str = 'float32') -> int:

@@ -21,9 +21,8 @@ from ..checkpoint import (check_checkpoint_fits, check_resume_batch,
                           check_resume_state, resolve_resume)
 from ..errors import ConfigCheckError
 from .data import check_data, check_same_classes
-from .model import (build_model, check_classes, check_memory_rows,
-                    check_sample_indices, check_teacher_stage,
-                    run_dummy_batch, set_find_unused)
+from .model import (build_model, check_classes, check_teacher_stage,
+                    check_training_data, run_dummy_batch, set_find_unused)
 
 __all__ = ['check_config', 'check_data']
 
@@ -94,8 +93,7 @@ def check_config(cfg: Config,
                 check_resume_batch(cfg, ckpt, cfg.load_from, get_world_size())
         if mode == 'train':
             check_teacher_stage(cfg, model)
-            check_sample_indices(cfg, model)
-            check_memory_rows(model, infos)
+            check_training_data(cfg, model, infos)
         unused = run_dummy_batch(
             cfg, model, infos, need_grads=distributed and mode == 'train')
         if distributed:

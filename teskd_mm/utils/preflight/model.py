@@ -188,47 +188,21 @@ def check_teacher_stage(cfg: Config, model: nn.Module) -> None:
             'out_indices (tools/teskd_config.py picks the four outputs).')
 
 
-def check_sample_indices(cfg: Config, model: nn.Module) -> None:
-    """DTSKD keys its prediction memory by ``sample_idx``, which a
-    ``ConcatDataset`` restarts in each part: two images would share a row."""
-    from ...models.utils import PredictionMemory
-    if not any(isinstance(m, PredictionMemory) for m in model.modules()):
+def check_training_data(cfg: Config, model: nn.Module,
+                        infos: Dict[str, DataInfo]) -> None:
+    """The head's own checks of the training data (the DTSKD memory's: one
+    row per image, a ``sample_idx`` unique in the set)."""
+    from ...models.heads import SelfKDHead
+    head = getattr(model, 'head', None)
+    if not isinstance(head, SelfKDHead):
         return
-    stack = [cfg.train_dataloader.get('dataset') or {}]
-    while stack:
-        ds = stack.pop()
-        if not isinstance(ds, dict):
-            continue
-        if ds.get('datasets'):
-            raise ConfigCheckError(
-                'DTSKD keys its prediction memory by each sample\'s '
-                'sample_idx, which train_dataloader.dataset '
-                f'({ds.get("type")}) restarts at 0 in each of its parts, so '
-                'images of different parts would share a memory row; train '
-                'on one data set (e.g. one CustomDataset over all the '
-                'images, or one ann_file listing them).')
-        if 'dataset' in ds:
-            stack.append(ds['dataset'])
-
-
-def check_memory_rows(model: nn.Module, infos: Dict[str, DataInfo]) -> None:
-    """A prediction memory needs a row for every training image: with fewer,
-    the first sample beyond them stops training mid-epoch."""
-    from ...models.utils import PredictionMemory
     info = infos.get('train')
-    if info is None or info.dataset is None:
-        return
-    images = len(info.dataset)
-    for name, memory in model.named_modules():
-        rows = getattr(memory, 'num_samples', None) \
-            if isinstance(memory, PredictionMemory) else None
-        if rows is not None and rows < images:
-            owner = name.rsplit('.memory', 1)[0] or 'the loss'
-            raise ConfigCheckError(
-                f'{owner} keeps a prediction memory of num_samples={rows} '
-                f'rows, one per training image, but {info.where} holds '
-                f'{images} images; set model.head.loss.num_samples={images} '
-                '(or None to size it from the data as it comes).')
+    images = len(info.dataset) if info and info.dataset is not None else 0
+    try:
+        head.check_training_data(cfg.train_dataloader.get('dataset') or {},
+                                 images)
+    except ValueError as e:
+        raise ConfigCheckError(str(e)) from None
 
 
 def set_find_unused(cfg: Config, unused: List[str]) -> None:
