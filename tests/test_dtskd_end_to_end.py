@@ -12,7 +12,7 @@ from mmengine.runner import Runner
 
 from mmpretrain.registry import MODELS
 
-from teskd_mm.utils import ConfigCheckError, setup_runtime
+from teskd_mm.utils import ConfigCheckError
 
 from conftest import ROOT, run_tool, tool_in_process, write_full_config
 
@@ -103,7 +103,6 @@ def test_memory_is_stored_in_the_newest_checkpoint_only(trained):
 
 def test_resumed_runner_restores_the_memory_exactly(trained):
     cfg, work, tmp = trained
-    setup_runtime()
     ckpt = osp.join(work, 'epoch_2.pth')
     saved = memory_of(ckpt)
     config = Config.fromfile(cfg)

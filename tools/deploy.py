@@ -15,7 +15,6 @@ import sys
 
 from mmengine.config import DictAction
 
-from teskd_mm.utils import setup_runtime
 from teskd_mm.utils.cli import add_trust_checkpoint, trust_if_asked
 
 
@@ -35,7 +34,6 @@ def main(argv=None) -> int:
         help='override settings of the config, as key=value pairs')
     add_trust_checkpoint(parser)
     args = parser.parse_args(argv)
-    setup_runtime()
     trust_if_asked(args, args.checkpoint)
     from teskd_mm.apis import DeployError, deploy
     try:

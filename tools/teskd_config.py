@@ -14,7 +14,6 @@ import argparse
 import os.path as osp
 import sys
 
-from teskd_mm.utils import setup_runtime
 from teskd_mm.utils.cli import check_at_least, check_output
 
 
@@ -47,7 +46,6 @@ def main(argv=None) -> int:
     except ValueError:
         parser.error(f'--students {args.students!r} is not a list of levels '
                      'such as 1,2,3')
-    setup_runtime()
     from teskd_mm.apis.teskd_config import write_teskd_config
     try:
         plan = write_teskd_config(args.base, args.out, args.width,

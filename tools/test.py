@@ -12,7 +12,7 @@ import sys
 from teskd_mm.apis.runs import test  # isort: skip
 from mmengine.config import Config, DictAction
 
-from teskd_mm.utils import ConfigCheckError, setup_runtime
+from teskd_mm.utils import ConfigCheckError
 from teskd_mm.utils.cli import (add_trust_checkpoint, check_output,
                                 trust_if_asked)
 from teskd_mm.utils.work_dir import default_work_dir
@@ -53,7 +53,6 @@ def parse_args():
 
 def main():
     args, parser = parse_args()
-    setup_runtime()
     cfg = Config.fromfile(args.config)
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)

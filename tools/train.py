@@ -11,7 +11,7 @@ import sys
 from teskd_mm.apis.runs import RunError, train  # isort: skip
 from mmengine.config import Config, DictAction
 
-from teskd_mm.utils import ConfigCheckError, setup_runtime
+from teskd_mm.utils import ConfigCheckError
 from teskd_mm.utils.cli import add_trust_checkpoint, trust_if_asked
 from teskd_mm.utils.work_dir import default_work_dir
 
@@ -107,7 +107,6 @@ def merge_args(cfg: Config, args) -> Config:
 
 def main():
     args = parse_args()
-    setup_runtime()
     cfg = merge_args(Config.fromfile(args.config), args)
     if args.trust_checkpoint and not cfg.get('load_from'):
         sys.exit('train.py: error: --trust-checkpoint trusts the checkpoint '

@@ -6,7 +6,7 @@ from .preflight import check_config
 from .runtime import (RELIABILITY_HOOKS, close_distributed,
                       init_cpu_distributed, launch_rank,
                       missing_reliability_hooks,
-                      prepare_cfg, setup_runtime, setup_step_tool)
+                      prepare_cfg, setup_step_tool)
 
 __all__ = [
     'ConfigCheckError', 'RELIABILITY_HOOKS', 'atomic_write',
@@ -14,5 +14,5 @@ __all__ = [
     'close_distributed', 'init_cpu_distributed', 'last_checkpoint',
     'launch_rank',
     'missing_reliability_hooks', 'prepare_cfg', 'read_checkpoint',
-    'resolve_resume', 'setup_runtime', 'setup_step_tool'
+    'resolve_resume', 'setup_step_tool'
 ]

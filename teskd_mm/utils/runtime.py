@@ -1,8 +1,10 @@
 """The work-arounds the tools need on current libraries, in one place.
 
 mmengine 0.10.7 and mmpretrain 1.2.0 predate the torch, numpy and setuptools
-releases this package is used with; every tool calls :func:`setup_runtime`
-and :func:`prepare_cfg` instead of patching things where they break.
+releases this package is used with; the tools call :func:`prepare_cfg`
+(through :mod:`teskd_mm.apis`) instead of patching things where they break.
+Importing the package registers its components and its safe loader of
+checkpoints (:mod:`teskd_mm.utils.checkpoint`).
 """
 import gc
 import os
@@ -20,30 +22,16 @@ RELIABILITY_HOOKS = ('SafeCheckpointHook', 'EpochSeedHook',
                      'NonFiniteLossHook', 'SyncBuffersHook')
 
 
-def setup_runtime() -> None:
-    """Set up the process before any checkpoint is read.
-
-    Importing the package registers its components and, with them, its
-    loader of local checkpoints (:mod:`teskd_mm.utils.checkpoint`), which
-    mmengine's resume, ``load_from`` and ``Runner.load_checkpoint`` use:
-    torch's safe unpickling with an allow-list of what mmengine's
-    checkpoints hold.
-    """
-    import teskd_mm  # noqa: F401  (registers the components)
-
-
 def setup_step_tool(threads: Optional[int] = None) -> None:
     """Set up a tool that times or profiles training steps outside the Runner.
 
-    The runtime of :func:`setup_runtime`, mmpretrain's registry scope,
-    warnings-only logging (``init_weights`` logs every parameter; only the
+    mmpretrain's registry scope, warnings-only logging (``init_weights`` logs every parameter; only the
     figures matter there) and, if given, the number of CPU threads.
     """
     import logging
 
     from mmengine.logging import MMLogger
     from mmengine.registry import init_default_scope
-    setup_runtime()
     init_default_scope('mmpretrain')
     MMLogger.get_current_instance().setLevel(logging.WARNING)
     if threads is not None:

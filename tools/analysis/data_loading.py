@@ -99,8 +99,7 @@ def images_per_second(loader, batches: int, warmup: int) -> float:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
-    from teskd_mm.utils import prepare_cfg, setup_runtime
-    setup_runtime()
+    from teskd_mm.utils import prepare_cfg
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
     from mmengine.runner import Runner

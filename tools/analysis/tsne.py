@@ -255,9 +255,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f'tsne: error: {MISSING}', file=sys.stderr)
         return 2
     args = parse_args(argv)
-    from teskd_mm.utils import ConfigCheckError, setup_runtime
+    from teskd_mm.utils import ConfigCheckError
     from teskd_mm.utils.cli import trust_if_asked
-    setup_runtime()
     trust_if_asked(args, args.checkpoint)
     try:
         feats, labels, names, classes = collect(args)
