@@ -11,6 +11,7 @@ parameters, same logits for the same weights). Where that cannot hold, a
 :class:`TeskdConfigError` says why.
 """
 import copy
+import inspect
 import os
 import os.path as osp
 import tempfile
@@ -97,8 +98,8 @@ def backbone_outputs(backbone_cfg: dict, size: Tuple[int, int],
         if out.dim() != 4:
             hint = ''
             if backbone_cfg.get('gap_before_final_norm', True) and \
-                    'gap_before_final_norm' in backbone.__init__.__code__.\
-                    co_varnames:
+                    'gap_before_final_norm' in inspect.signature(
+                        type(backbone)).parameters:
                 hint = (' With gap_before_final_norm=False it would give '
                         'maps, but the stock model normalises after '
                         'pooling: its teacher would be another network.')

@@ -85,6 +85,7 @@ class SafeCheckpointHook(CheckpointHook):
             *args, out_dir=out_dir, backend_args=backend_args, **kwargs)
         self._step_save = False  # an epoch/iter save, not a best one
         self._training = False  # validations of runner.val() are not marked
+        self._loaded: Optional[dict] = None  # the meta of a loaded checkpoint
 
     def before_run(self, runner) -> None:
         super().before_run(runner)
@@ -103,6 +104,10 @@ class SafeCheckpointHook(CheckpointHook):
                     f'Removed {name}, the partial write of a killed run.')
         self._training = True
         step = runner.epoch if self.by_epoch else runner.iter
+        if step and self._loaded is not None:
+            check_resume_state(runner.model, self._loaded,
+                               runner.cfg.get('load_from') or
+                               'the checkpoint', runner.work_dir)
         if step == 0:
             # A fresh run: a record left by an earlier run is not its own.
             if is_main_process() and self.file_backend.isfile(
@@ -152,11 +157,10 @@ class SafeCheckpointHook(CheckpointHook):
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         # Also where the Runner is used without the tools' pre-flight check:
         # mmengine's resume would execute a config text in the meta next.
-        saved_config(checkpoint, str(runner._load_from or 'the checkpoint'))
-        if getattr(runner, '_resume', False):
-            check_resume_state(runner.model, checkpoint,
-                               str(runner._load_from or 'the checkpoint'),
-                               runner.work_dir)
+        saved_config(checkpoint, runner.cfg.get('load_from') or
+                     'the checkpoint')
+        # Whether it resumes shows in before_train (the loop's step is set).
+        self._loaded = dict(meta=checkpoint.get('meta') or {})
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         # What a resume compares its own batch with (check_resume_batch).
