@@ -113,8 +113,9 @@ def stock_model_cfg(model_cfg: dict) -> dict:
         raise DeployError(
             f'The config\'s head is {given!r}, not a self-distillation head '
             '(one implementing SelfKDHead, as MultiBranchClsHead and '
-            'DTSKDHead do): this is not a TESKD model config. A plain classifier needs no deployment; use its '
-            'config and checkpoint as they are.')
+            'DTSKDHead do): this is not a TESKD model config. A plain '
+            'classifier needs no deployment; use its config and checkpoint '
+            'as they are.')
     return _to_stock(head.deployed_model_cfg(model_cfg))
 
 

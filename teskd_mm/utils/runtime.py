@@ -25,8 +25,9 @@ RELIABILITY_HOOKS = ('SafeCheckpointHook', 'EpochSeedHook',
 def setup_step_tool(threads: Optional[int] = None) -> None:
     """Set up a tool that times or profiles training steps outside the Runner.
 
-    mmpretrain's registry scope, warnings-only logging (``init_weights`` logs every parameter; only the
-    figures matter there) and, if given, the number of CPU threads.
+    mmpretrain's registry scope, warnings-only logging (``init_weights``
+    logs every parameter; only the figures matter there) and, if given, the
+    number of CPU threads.
     """
     import logging
 
