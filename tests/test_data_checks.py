@@ -218,8 +218,8 @@ def test_full_disk_while_training_gives_one_line(tiny, tmp_path,
     """The second checkpoint cannot be written: the first stays intact."""
     import errno
 
-    from teskd_mm.utils import checkpoint
-    real = checkpoint.atomic_write
+    from teskd_mm.utils.checkpoint import files
+    real = files.atomic_write
     calls = []
 
     def full_after_one(path, write):
@@ -229,7 +229,7 @@ def test_full_disk_while_training_gives_one_line(tiny, tmp_path,
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
         real(path, write)
 
-    monkeypatch.setattr(checkpoint, 'atomic_write', full_after_one)
+    monkeypatch.setattr(files, 'atomic_write', full_after_one)
     work = str(tmp_path / 'work')
     with pytest.raises(SystemExit) as info:
         tool_in_process('train.py', tiny, '--work-dir', work,

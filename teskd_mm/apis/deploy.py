@@ -6,11 +6,17 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 from mmengine.config import Config, ConfigDict
 
+from mmpretrain import registry
+from mmpretrain.registry import HOOKS, MODELS
+
+from ..models.heads import SelfKDHead
 from ..utils.checkpoint import (UnsafeCheckpointError, atomic_write,
                                 read_checkpoint, saved_config)
 from ..utils.config_diff import MODEL_KEYS, config_differences
 from ..utils.errors import ConfigCheckError
+from ..utils.inputs import dummy_batch
 from ..utils.outputs import output_problem
+from ..utils.preflight.model import build_model
 
 
 class DeployError(ValueError):
@@ -25,7 +31,6 @@ STAND_IN_REGISTRIES = ('DATASETS', 'METRICS', 'TRANSFORMS', 'HOOKS')
 
 def _stock_type(name: str) -> str:
     """The stock mmpretrain type a type of this package stands in for."""
-    from mmpretrain import registry
     for reg_name in ('DATASETS', 'METRICS', 'TRANSFORMS', 'MODELS', 'HOOKS'):
         cls = getattr(registry, reg_name).get(name)
         if cls is None or not cls.__module__.startswith('teskd_mm'):
@@ -58,7 +63,6 @@ def _to_stock(node: Any) -> Any:
 def _stock_hooks(hooks: list) -> list:
     """``custom_hooks`` without this package's own hooks (exact resume and
     loss checks while training), which have no stock counterpart."""
-    from mmpretrain.registry import HOOKS
     kept = []
     for hook in hooks:
         cls = HOOKS.get(hook.get('type')) if isinstance(
@@ -74,7 +78,6 @@ def _stock_hooks(hooks: list) -> list:
 
 def _names_package_model(node: Any) -> bool:
     """Whether a config names a model type of this package."""
-    from mmpretrain.registry import MODELS
     if isinstance(node, dict):
         name = node.get('type')
         if isinstance(name, str) and getattr(
@@ -89,9 +92,7 @@ def _names_package_model(node: Any) -> bool:
 def self_kd_head(model_cfg: dict) -> Optional[type]:
     """The class of the config's head if it is a self-distillation head
     (:class:`~teskd_mm.models.heads.SelfKDHead`), else None."""
-    from mmpretrain.registry import MODELS
 
-    from ..models.heads import SelfKDHead
     head = (model_cfg.get('head') or {}).get('type')
     cls = MODELS.get(head) if isinstance(head, str) else head
     return cls if isinstance(cls, type) and issubclass(cls, SelfKDHead) \
@@ -224,8 +225,6 @@ def check_same_logits(cfg: Config, state: Dict[str, torch.Tensor],
     deployed config that picks another backbone stage, or weights that do
     not reach the right layers, give other logits and are refused.
     """
-    from ..utils.inputs import dummy_batch
-    from ..utils.preflight.model import build_model
     trained = build_model(cfg)
     trained.load_state_dict(state, strict=False)
     trained.eval(), stock_model.eval()
@@ -291,7 +290,6 @@ def deploy(config: str,
     Returns:
         tuple[str, str]: The config and checkpoint paths written.
     """
-    from mmpretrain.registry import MODELS
     state, train_meta = load_checkpoint(checkpoint)
     cfg = trained_config(config, dict(meta=train_meta), checkpoint,
                          cfg_options)

@@ -21,6 +21,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from mmengine.config import Config
 
+import mmpretrain
+from mmpretrain.registry import MODELS
+
 from ..utils.inputs import dummy_batch, input_size
 from ..utils.preflight.model import build_model
 from ..utils.runtime import RELIABILITY_HOOKS
@@ -37,7 +40,6 @@ class TeskdConfigError(ValueError):
 def resolve_config(path: str) -> str:
     """The file of a config given as a path or as ``mmpretrain::<path>``."""
     if path.startswith('mmpretrain::'):
-        import mmpretrain
         path = osp.join(
             osp.dirname(mmpretrain.__file__), '.mim', 'configs',
             path[len('mmpretrain::'):])
@@ -47,7 +49,6 @@ def resolve_config(path: str) -> str:
 
 
 def _build(cfg_dict: dict):
-    from mmpretrain.registry import MODELS
     return MODELS.build(copy.deepcopy(cfg_dict))
 
 

@@ -3,6 +3,7 @@ import argparse
 import os.path as osp
 from typing import Dict, Optional
 
+from .checkpoint import trust_checkpoint
 from .outputs import output_problem
 
 
@@ -63,5 +64,4 @@ def trust_if_asked(args: argparse.Namespace, path: str) -> None:
     """Trust ``path`` when the command line says ``--trust-checkpoint``."""
     if getattr(args, 'trust_checkpoint', False) and path:
         # Local: this module is read before the package is imported.
-        from .checkpoint import trust_checkpoint
         trust_checkpoint(path)

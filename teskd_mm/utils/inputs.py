@@ -9,6 +9,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from mmengine.config import Config
+from PIL import Image
+
+from mmpretrain.structures import DataSample
 
 # Transforms whose output size is fixed, and the argument that gives it.
 SIZE_ARGS = {
@@ -64,7 +67,6 @@ def first_image(folder: str,
 def image_size(path: str) -> Optional[Tuple[int, int]]:
     """The (h, w) of an image file, read from its header; None if unreadable."""
     try:
-        from PIL import Image
         with Image.open(path) as img:
             return img.size[1], img.size[0]
     except Exception:
@@ -153,7 +155,6 @@ def dummy_batch(cfg: Config,
         (with ``gt_label``, ``sample_idx`` and ``img_shape``), for the
         model's ``data_preprocessor``.
     """
-    from mmpretrain.structures import DataSample
     size = tuple(size or input_size(cfg, split))
     num_classes = num_classes or cfg.model.get('head', {}).get(
         'num_classes', 2)

@@ -7,6 +7,7 @@ Importing the package registers its components and its safe loader of
 checkpoints (:mod:`teskd_mm.utils.checkpoint`).
 """
 import gc
+import logging
 import os
 import shutil
 import subprocess
@@ -15,6 +16,8 @@ from typing import List, Optional
 import torch
 import torch.distributed as torch_dist
 from mmengine.config import Config
+from mmengine.logging import MMLogger
+from mmengine.registry import init_default_scope
 
 # What the configs of this package declare (configs/_base_/
 # default_runtime.py) and what a config mixed into a stock one should too.
@@ -29,10 +32,7 @@ def setup_step_tool(threads: Optional[int] = None) -> None:
     logs every parameter; only the figures matter there) and, if given, the
     number of CPU threads.
     """
-    import logging
 
-    from mmengine.logging import MMLogger
-    from mmengine.registry import init_default_scope
     init_default_scope('mmpretrain')
     MMLogger.get_current_instance().setLevel(logging.WARNING)
     if threads is not None:

@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmcv.cnn import ConvModule
-from mmengine.model import BaseModule
+from mmengine.model import BaseModule, initialize
 
 from mmpretrain.registry import MODELS
 
@@ -218,7 +218,6 @@ class MFMNeck(BaseModule):
         """
         super().init_weights()
         if self.init_cfg:
-            from mmengine.model import initialize
             initialize(self.lateral_top, self.init_cfg)
 
     def _check_inputs(self, inputs: Sequence[torch.Tensor]) -> None:

@@ -15,6 +15,10 @@ import os.path as osp
 from typing import Dict, List, Optional, Tuple
 
 from mmengine.config import Config
+from PIL import Image
+
+from mmpretrain.datasets import CustomDataset
+from mmpretrain.registry import DATASETS
 
 from ..errors import ConfigCheckError
 from ..errors import clean_message as _clean
@@ -137,8 +141,6 @@ def _check_cifar(ds, info: DataInfo, distributed: bool) -> None:
 
 def _check_dataset(ds_cfg: dict, info: DataInfo, distributed: bool) -> None:
     """Build one data set lazily and check what it will read."""
-    from mmpretrain.datasets import CustomDataset
-    from mmpretrain.registry import DATASETS
     if 'dataset' in ds_cfg:  # RepeatDataset, ClassBalancedDataset, ...
         _check_dataset(ds_cfg['dataset'], info, distributed)
         return
@@ -189,7 +191,6 @@ def image_problem(path: str) -> Tuple[Optional[str], Optional[Tuple[int,
     is no image PIL knows, and a JPEG or PNG cut short (no end marker) are
     found without decoding.
     """
-    from PIL import Image
     try:
         if osp.getsize(path) == 0:
             return 'is empty (0 bytes)', None

@@ -15,6 +15,10 @@ import torch.nn as nn
 from mmengine.config import Config
 from mmengine.logging import print_log
 
+from mmpretrain.registry import MODELS
+
+from ...models.heads import SelfKDHead
+from ...models.necks import MFMNeck
 from ..errors import ConfigCheckError
 from ..errors import clean_message as _clean
 from ..inputs import dummy_batch, in_channels
@@ -23,7 +27,6 @@ from .data import DataInfo
 
 def build_model(cfg: Config) -> nn.Module:
     """Build ``cfg.model`` (with the top-level data preprocessor)."""
-    from mmpretrain.registry import MODELS
     model_cfg = copy.deepcopy(cfg.model)
     if cfg.get('data_preprocessor') and 'data_preprocessor' not in model_cfg:
         model_cfg['data_preprocessor'] = copy.deepcopy(cfg.data_preprocessor)
@@ -160,9 +163,7 @@ def check_teacher_stage(cfg: Config, model: nn.Module) -> None:
     last output (its default, the one a stock head reads), the teacher
     trained and deployed is a truncated network, without a word.
     """
-    from mmpretrain.registry import MODELS
 
-    from ...models.necks import MFMNeck
     if not isinstance(getattr(model, 'neck', None), MFMNeck):
         return
     backbone_cfg = copy.deepcopy(dict(cfg.model.backbone))
@@ -192,7 +193,6 @@ def check_training_data(cfg: Config, model: nn.Module,
                         infos: Dict[str, DataInfo]) -> None:
     """The head's own checks of the training data (the DTSKD memory's: one
     row per image, a ``sample_idx`` unique in the set)."""
-    from ...models.heads import SelfKDHead
     head = getattr(model, 'head', None)
     if not isinstance(head, SelfKDHead):
         return
