@@ -1,9 +1,11 @@
 """ResNeXt for 32x32 inputs, with the basic-block depths 18 and 34."""
 from mmcv.cnn import build_conv_layer, build_norm_layer
 
-from mmpretrain.models.backbones import ResNet_CIFAR, ResNeXt
+from mmpretrain.models.backbones import ResNeXt
 from mmpretrain.models.backbones.resnet import BasicBlock
 from mmpretrain.registry import MODELS
+
+from .cifar_stem import CIFARStemMixin
 
 
 class ResNeXtBasicBlock(BasicBlock):
@@ -68,7 +70,7 @@ class ResNeXtBasicBlock(BasicBlock):
 
 
 @MODELS.register_module()
-class ResNeXt_CIFAR(ResNeXt):
+class ResNeXt_CIFAR(CIFARStemMixin, ResNeXt):
     """ResNeXt backbone for CIFAR.
 
     :class:`mmpretrain.models.ResNeXt` with the stem of
@@ -91,14 +93,3 @@ class ResNeXt_CIFAR(ResNeXt):
         34: (ResNeXtBasicBlock, (3, 4, 6, 3)),
         **ResNeXt.arch_settings
     }
-
-    def __init__(self, depth: int, deep_stem: bool = False, **kwargs) -> None:
-        if deep_stem:
-            raise ValueError(
-                'ResNeXt_CIFAR has the 3x3 stride-1 stem of ResNet_CIFAR; '
-                'set deep_stem=False.')
-        super().__init__(depth, deep_stem=False, **kwargs)
-
-    # Only the stem differs from ResNeXt: that of ResNet_CIFAR.
-    _make_stem_layer = ResNet_CIFAR._make_stem_layer
-    forward = ResNet_CIFAR.forward

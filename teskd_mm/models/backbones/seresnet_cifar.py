@@ -2,10 +2,12 @@
 import torch
 import torch.utils.checkpoint as cp
 
-from mmpretrain.models.backbones import ResNet_CIFAR, SEResNet
+from mmpretrain.models.backbones import SEResNet
 from mmpretrain.models.backbones.resnet import BasicBlock
 from mmpretrain.models.utils import SELayer
 from mmpretrain.registry import MODELS
+
+from .cifar_stem import CIFARStemMixin
 
 
 class SEBasicBlock(BasicBlock):
@@ -50,7 +52,7 @@ class SEBasicBlock(BasicBlock):
 
 
 @MODELS.register_module()
-class SEResNet_CIFAR(SEResNet):
+class SEResNet_CIFAR(CIFARStemMixin, SEResNet):
     """SE-ResNet backbone for CIFAR.
 
     :class:`mmpretrain.models.SEResNet` with the stem of
@@ -72,14 +74,3 @@ class SEResNet_CIFAR(SEResNet):
         34: (SEBasicBlock, (3, 4, 6, 3)),
         **SEResNet.arch_settings
     }
-
-    def __init__(self, depth: int, deep_stem: bool = False, **kwargs) -> None:
-        if deep_stem:
-            raise ValueError(
-                'SEResNet_CIFAR has the 3x3 stride-1 stem of ResNet_CIFAR; '
-                'set deep_stem=False.')
-        super().__init__(depth, deep_stem=False, **kwargs)
-
-    # Only the stem differs from SEResNet: that of ResNet_CIFAR.
-    _make_stem_layer = ResNet_CIFAR._make_stem_layer
-    forward = ResNet_CIFAR.forward
