@@ -4,6 +4,8 @@ import json
 import os
 import os.path as osp
 
+import pytest
+
 from conftest import ROOT, run_tool
 
 TOOL = 'tools/experiments/cpu_protocol.py'
@@ -41,6 +43,16 @@ def test_the_protocols_pieces_fit_together(tmp_path, cifar10_mini):
     assert 'teskd_seed0: top-1' in proc.stdout
     assert sorted(os.listdir(osp.join(work, 'teskd_seed0'))) == logs
     assert osp.isfile(osp.join(results, 'teskd_seed0.json'))
+    # A diagnostic run: its own config, its own results file.
+    run_tool(*args, '--methods', 'teskd-ce0.8')
+    run = json.load(open(osp.join(results, 'teskd-ce0.8_seed0.json')))
+    assert run['config'].endswith('teskd-ce0.8_resnet18-w16_cifar10jpg-1k.py')
+    losses = run['train_epoch_losses'][0]
+    plain = json.load(open(osp.join(results, 'teskd_seed0.json')))
+    # CE weighted 0.8 instead of 0.2: four times the same first-step term.
+    assert run['train'][0]['loss_ce_teacher'] == pytest.approx(
+        4 * plain['train'][0]['loss_ce_teacher'], rel=1e-4)
+    assert losses['epoch'] == 1
 
 
 def test_a_shrunk_protocol_stays_out_of_the_protocols_results(cifar10_mini):

@@ -23,18 +23,28 @@ from typing import Dict, List, Optional
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 METHODS = ('baseline', 'teskd', 'dtskd')
+# Diagnostic runs, each with the run it is compared with (same seed).
+DIAGNOSTICS = {'teskd-ce0.8': 'baseline', 'teskd-60e': 'baseline-60e',
+               'baseline-60e': 'baseline'}
 NAMES = dict(baseline='baseline', teskd='TESKD', dtskd='DTSKD')
+NAMES.update({
+    'teskd-ce0.8': 'TESKD, CE 0.8 / KD 0.2',
+    'teskd-60e': 'TESKD, 60 epochs',
+    'baseline-60e': 'baseline, 60 epochs'
+})
 SEEDS = (0, 1, 2)
 FIGURE = osp.join('docs', 'experiments', 'cpu_protocol_curves.png')
-TARGETS = {  # file: marker name
-    'README.md': 'cpu_protocol:readme',
-    osp.join('docs', 'experiments.md'): 'cpu_protocol:details',
+TARGETS = {  # marker name: file
+    'cpu_protocol:readme': 'README.md',
+    'cpu_protocol:details': osp.join('docs', 'experiments.md'),
+    'cpu_protocol:diagnostics': osp.join('docs', 'experiments.md'),
 }
 
 
 def load(results: str) -> Dict[str, Dict[int, dict]]:
     """The completed runs, by method and seed."""
-    runs: Dict[str, Dict[int, dict]] = {m: {} for m in METHODS}
+    runs: Dict[str, Dict[int, dict]] = {
+        m: {} for m in METHODS + tuple(DIAGNOSTICS)}
     for path in sorted(glob.glob(osp.join(results, '*_seed*.json'))):
         with open(path) as f:
             run = json.load(f)
@@ -77,7 +87,7 @@ def spread(values: List[float]) -> str:
 
 
 def progress(runs) -> str:
-    done = sum(len(v) for v in runs.values())
+    done = sum(len(runs[m]) for m in METHODS)
     if done == len(METHODS) * len(SEEDS):
         return ''
     missing = [f'{NAMES[m]} seed {s}' for s in SEEDS for m in METHODS
@@ -139,8 +149,76 @@ def details_block(runs) -> str:
     machines = sorted({f'{r["machine"]["cpu"]}, {r["machine"]["cores"]} '
                        f'cores, torch {r["machine"]["torch"]}'
                        for v in runs.values() for r in v.values()})
-    out += ['', f'Wall time of the completed runs: {total / 3600:.1f} h in '
+    out += ['', f'Wall time of all completed runs (diagnostic ones included): '
+            f'{total / 3600:.1f} h in '
             f'all, on {"; ".join(machines) or "n/a"}.']
+    return '\n'.join(out).strip('\n') + '\n'
+
+
+def loss_block(runs) -> List[str]:
+    """TESKD's loss terms per epoch against the baseline's cross-entropy,
+    mean over the seeds: how much of the teacher's signal is the label."""
+    teskd, base = runs['teskd'], runs['baseline']
+    if not teskd or not base:
+        return []
+
+    def per_epoch(run_set, key, scale=1.0):
+        table = {}
+        for run in run_set.values():
+            for entry in run['train_epoch_losses']:
+                if key(entry) is not None:
+                    table.setdefault(entry['epoch'], []).append(
+                        key(entry) / scale)
+        return {e: statistics.mean(v) for e, v in table.items()}
+
+    ce_w = 0.2  # the protocol's TESKD loss weights: CE 0.2, KD 0.8
+    teacher_ce = per_epoch(teskd, lambda e: e.get('loss_ce_teacher'), ce_w)
+    student_ce = per_epoch(teskd, lambda e: e.get('loss_ce_student3'), ce_w)
+    kd = per_epoch(teskd, lambda e: sum(
+        v for k, v in e.items() if k.startswith('loss_kd_')) or None)
+    fea = per_epoch(teskd, lambda e: sum(
+        v for k, v in e.items() if k.startswith('loss_fea_')) or None)
+    base_ce = per_epoch(base, lambda e: e.get('loss'))
+    epochs = [e for e in (1, 5, 10, 15, 16, 20, 24, 25, 30)
+              if e in teacher_ce and e in base_ce]
+    out = ['| epoch | baseline CE | TESKD teacher CE (unweighted; weight '
+           '0.2) | student 3 CE (unweighted) | KD, 3 students (weighted '
+           '0.8) | feature (weighted) |',
+           '| ---: | ---: | ---: | ---: | ---: | ---: |']
+    for e in epochs:
+        out.append(f'| {e} | {base_ce[e]:.3f} | {teacher_ce[e]:.3f} | '
+                   f'{student_ce.get(e, float("nan")):.3f} | '
+                   f'{kd.get(e, float("nan")):.3f} | '
+                   f'{fea.get(e, float("nan")):.4f} |')
+    return out
+
+
+def diagnostics_block(runs) -> str:
+    """The diagnostic runs against the run each is compared with, and
+    TESKD's loss terms per epoch."""
+    out = ['### Diagnostic runs', '']
+    found = [m for m in DIAGNOSTICS if runs[m]]
+    if not found:
+        out.append('None has been run yet.')
+    else:
+        out += ['| run | seed | final top-1 | best top-1 (epoch) | compared '
+                'with | its final top-1 | difference |',
+                '| --- | ---: | ---: | ---: | --- | ---: | ---: |']
+        for m in found:
+            ref = DIAGNOSTICS[m]
+            for s in sorted(runs[m]):
+                b, e = best(runs[m][s])
+                other = runs[ref].get(s)
+                theirs = f'{final(other):.2f}' if other else 'n/a'
+                diff = f'{final(runs[m][s]) - final(other):+.2f}' \
+                    if other else 'n/a'
+                out.append(f'| {NAMES[m]} | {s} | {final(runs[m][s]):.2f} | '
+                           f'{b:.2f} ({e}) | {NAMES[ref]} | {theirs} | '
+                           f'{diff} |')
+    losses = loss_block(runs)
+    if losses:
+        out += ['', '### Loss terms per epoch (training means, mean over '
+                'seeds)', ''] + losses
     return '\n'.join(out).strip('\n') + '\n'
 
 
@@ -191,13 +269,13 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     runs = load(args.results)
     blocks = {'cpu_protocol:readme': readme_block(runs),
-              'cpu_protocol:details': details_block(runs)}
+              'cpu_protocol:details': details_block(runs),
+              'cpu_protocol:diagnostics': diagnostics_block(runs)}
     if not (args.write or args.check):
-        print(blocks['cpu_protocol:readme'])
-        print(blocks['cpu_protocol:details'])
+        print('\n'.join(blocks.values()))
         return 0
     stale = []
-    for name, marker in TARGETS.items():
+    for marker, name in TARGETS.items():
         path = osp.join(ROOT, name)
         with open(path) as f:
             text = f.read()
@@ -207,7 +285,7 @@ def main(argv=None) -> int:
                   'block', file=sys.stderr)
             return 2
         if new != text:
-            stale.append(name)
+            stale.append(f'{name} ({marker})')
             if args.write:
                 with open(path, 'w') as f:
                     f.write(new)
