@@ -207,3 +207,36 @@ def test_the_stock_evaluators_top_k_is_kept(tmp_path, capsys):
     plan = plan_teskd('mmpretrain::poolformer/poolformer-s12_32xb128_in1k.py')
     assert plan['eval_topk'] == (1, 5)
     assert plan['topk'] == (1, )
+
+
+def test_dtskd_through_the_same_seam(tmp_path, capsys):
+    """--method dtskd writes DTSKD's config of a stock config: it trains a
+    step and deploys the stock network."""
+    base = 'resnet/resnet18_8xb16_cifar10.py'
+    out, proc = write(base, tmp_path, '--method', 'dtskd', capsys=capsys)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cfg = Config.fromfile(out)
+    assert (cfg.model.neck.type, cfg.model.head.type,
+            cfg.model.head.loss.type) == ('DTSKDNeck', 'DTSKDHead',
+                                          'DTSKDLoss')
+    assert 'branch:' not in proc.stdout
+    model, losses, changed = train_one_step(cfg)
+    assert {'loss_hist_teacher', 'loss_hist_student3',
+            'loss_kd_student1'} <= set(losses)
+    assert all(changed)
+    stock = MODELS.build(Config.fromfile(
+        resolve_config(f'mmpretrain::{base}')).model)
+    teacher = MODELS.build(stock_model_cfg(cfg.model))
+    assert n_params(teacher) == n_params(stock)
+
+
+@pytest.mark.parametrize('options, match', [
+    (['--width', '256'], r"DTSKD fuses at the last stage's width \(512\)"),
+    (['--weights', 'cifar'], r"--weights sets TESKD's loss weights"),
+])
+def test_dtskd_refuses_teskd_options(tmp_path, capsys, options, match):
+    out, proc = write('resnet/resnet18_8xb16_cifar10.py', tmp_path,
+                      '--method', 'dtskd', *options, capsys=capsys)
+    assert proc.returncode == 2
+    assert re.search(match, proc.stderr), proc.stderr
+    assert not osp.exists(out)

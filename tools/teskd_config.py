@@ -1,7 +1,8 @@
-"""Write the TESKD config of any mmpretrain classifier config.
+"""Write the TESKD (or DTSKD) config of any mmpretrain classifier config.
 
-    python tools/teskd_config.py BASE_CONFIG OUT_CONFIG [--width N]
-        [--weights cifar|imagenet] [--students 1,2,3] [--overwrite]
+    python tools/teskd_config.py BASE_CONFIG OUT_CONFIG [--method dtskd]
+        [--width N] [--weights cifar|imagenet] [--students 1,2,3]
+        [--overwrite]
 
 BASE_CONFIG is a path or ``mmpretrain::<path>``. The stock model is built
 and run once at the config's input size; OUT_CONFIG inherits BASE_CONFIG
@@ -22,6 +23,9 @@ def main(argv=None) -> int:
     parser.add_argument('base', help='a classifier config (path or '
                         'mmpretrain::<path>)')
     parser.add_argument('out', help='the TESKD config to write')
+    parser.add_argument(
+        '--method', choices=['teskd', 'dtskd'], default='teskd',
+        help='the self-distillation method (default: teskd)')
     parser.add_argument(
         '--width', type=int,
         help='the fused width (the neck\'s out_channels); default: the last '
@@ -49,7 +53,7 @@ def main(argv=None) -> int:
     from teskd_mm.apis.teskd_config import write_teskd_config
     try:
         plan = write_teskd_config(args.base, args.out, args.width,
-                                  args.weights, students)
+                                  args.weights, students, args.method)
     except ValueError as e:  # TeskdConfigError and the components' own
         print(f'teskd_config: error: {e}', file=sys.stderr)
         return 2

@@ -20,6 +20,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from mmengine.config import Config
+from mmengine.logging import MessageHub
 
 import mmpretrain
 from mmpretrain.registry import MODELS
@@ -29,6 +30,7 @@ from ..utils.preflight.model import build_model
 from ..utils.runtime import RELIABILITY_HOOKS
 from .deploy import stock_model_cfg
 
+METHODS = ('teskd', 'dtskd')
 # Loss weights (alpha1, alpha2) of the paper's two recipes.
 WEIGHTS = {'cifar': (0.2, 0.8), 'imagenet': (0.8, 0.2)}
 
@@ -201,21 +203,30 @@ def evaluator_topk(cfg: Config, head: dict) -> Tuple[int, ...]:
 def plan_teskd(base: str,
                width: Optional[int] = None,
                weights: Optional[str] = None,
-               students: Sequence[int] = (1, 2, 3)) -> Dict:
-    """What TESKD sets on top of a stock config, and why.
+               students: Sequence[int] = (1, 2, 3),
+               method: str = 'teskd') -> Dict:
+    """What TESKD (or DTSKD) sets on top of a stock config, and why.
 
     Args:
         base (str): The stock config, a path or ``mmpretrain::<path>``.
         width (int, optional): The fused width (neck ``out_channels``).
-            Defaults to the last stage's channels, as in the paper.
-        weights (str, optional): ``'cifar'`` (CE 0.2, KD 0.8) or
+            Defaults to the last stage's channels, as in the paper; DTSKD
+            takes no other.
+        weights (str, optional): TESKD's ``'cifar'`` (CE 0.2, KD 0.8) or
             ``'imagenet'`` (0.8, 0.2). Defaults by the input size: up to
-            64 px CIFAR's.
+            64 px CIFAR's. DTSKD has its released recipe's.
         students (Sequence[int]): The student levels.
+        method (str): ``'teskd'`` or ``'dtskd'``.
 
     Returns:
         dict: The values and, under ``'why'``, a comment for each.
     """
+    if method not in METHODS:
+        raise TeskdConfigError(f'method={method!r} is not one of {METHODS}.')
+    if method == 'dtskd' and weights is not None:
+        raise TeskdConfigError(
+            '--weights sets TESKD\'s loss weights; DTSKD has its released '
+            'recipe\'s. Leave --weights out with --method dtskd.')
     path = resolve_config(base)
     cfg = Config.fromfile(path)
     size = input_size(cfg, 'train')
@@ -226,6 +237,11 @@ def plan_teskd(base: str,
     stages = pick_stages(outputs, teacher, size)
     by_index = {i: (c, s) for i, c, s in outputs}
     channels = tuple(by_index[i][0] for i in stages)
+    if method == 'dtskd' and width not in (None, channels[-1]):
+        raise TeskdConfigError(
+            f'DTSKD fuses at the last stage\'s width ({channels[-1]}), as '
+            'its pooled last stage is used as is; leave --width out with '
+            '--method dtskd.')
     weights = weights or ('cifar' if max(size) <= 64 else 'imagenet')
     if weights not in WEIGHTS:
         raise TeskdConfigError(f'weights={weights!r} is not one of '
@@ -233,6 +249,7 @@ def plan_teskd(base: str,
     head = cfg.model.head
     plan = dict(
         base=base,
+        method=method,
         has_neck=bool(cfg.model.get('neck')),
         out_indices=stages,
         in_channels=channels,
@@ -262,6 +279,17 @@ def plan_teskd(base: str,
         loss='TESKD\'s cross-entropy replaces the stock head\'s loss ('
         f'{head.get("loss", {}).get("type", "CrossEntropyLoss")})',
     )
+    if method == 'dtskd':
+        plan['why'].update(
+            width='DTSKD fuses pooled vectors at the last stage\'s width',
+            weights='DTSKD\'s released recipe: historical teacher 0.2 (the '
+            'teacher\'s term x3), KD 0.8, T = 4, cosine decay of the '
+            'label\'s share over the run',
+            loss='DTSKD\'s soft cross-entropy replaces the stock head\'s '
+            f'loss ({head.get("loss", {}).get("type", "CrossEntropyLoss")})'
+            '; num_samples=None sizes the memory from the data as they '
+            'come (set it to the training set\'s size to allocate it once)')
+        del plan['why']['branch']  # the students are one Linear each
     return plan
 
 
@@ -303,21 +331,31 @@ def render_teskd(plan: Dict, folder: str) -> str:
         f"dict(type='{t}')" for t in RELIABILITY_HOOKS[1:]
         if t not in present]
     hooks_text = ',\n    '.join(hooks)
-    return f'''# TESKD on {plan['base']}, written by tools/teskd_config.py.
-_base_ = '{base_reference(plan['base'], folder)}'
-custom_imports = dict(imports=['teskd_mm'], allow_failed_imports=False)
-
-model = dict(
-    {why['out_indices']}
-    backbone=dict(out_indices={plan['out_indices']}),
-    neck=dict(
+    if plan['method'] == 'dtskd':
+        neck = f'''neck=dict(
+        {neck_delete}type='DTSKDNeck',
+        {why['in_channels']}
+        in_channels={plan['in_channels']},
+        {why['width']}
+        students={plan['students']}),'''
+        head = f'''head=dict(
+        _delete_=True,
+        type='DTSKDHead',
+        num_classes={plan['num_classes']},
+        in_channels={plan['in_channels'][-1]},
+        students={plan['students']},
+        topk={plan['topk']},
+        {why['weights']}
+        loss=dict(type='DTSKDLoss', num_samples=None)))'''
+    else:
+        neck = f'''neck=dict(
         {neck_delete}type='MFMNeck',
         {why['in_channels']}
         in_channels={plan['in_channels']},
         {why['width']}
         out_channels={plan['width']},
-        students={plan['students']}),
-    head=dict(
+        students={plan['students']}),'''
+        head = f'''head=dict(
         _delete_=True,
         type='MultiBranchClsHead',
         num_classes={plan['num_classes']},
@@ -328,7 +366,17 @@ model = dict(
         students={plan['students']},
         topk={plan['topk']},
         {why['weights']}
-        loss=dict(type='TESKDLoss', ce_weight={ce}, kd_weight={kd})))
+        loss=dict(type='TESKDLoss', ce_weight={ce}, kd_weight={kd})))'''
+    title = f"{plan['method'].upper()} on {plan['base']}"
+    return f'''# {title}, written by tools/teskd_config.py.
+_base_ = '{base_reference(plan['base'], folder)}'
+custom_imports = dict(imports=['teskd_mm'], allow_failed_imports=False)
+
+model = dict(
+    {why['out_indices']}
+    backbone=dict(out_indices={plan['out_indices']}),
+    {neck}
+    {head}
 
 # The teacher's top-k as before, and each student's and the ensemble's.
 val_evaluator = dict(type='MultiBranchAccuracy', topk={plan['eval_topk']})
@@ -359,6 +407,10 @@ def verify_plan(plan: Dict, text: str, folder: str) -> None:
     stock_cfg = Config.fromfile(resolve_config(plan['base']))
     model = build_model(cfg)
     model.train()
+    # DTSKD's loss reads the epoch from the Runner's message hub.
+    hub = MessageHub.get_instance(f'teskd_config_check_{id(model)}')
+    hub.update_info('epoch', 0)
+    hub.update_info('max_epochs', cfg.train_cfg.get('max_epochs', 1))
     # At twice the total stride, where the stages still halve; the full
     # input size would only make the check slower.
     stride = plan['stride']
@@ -406,8 +458,10 @@ def write_teskd_config(base: str,
                        out: str,
                        width: Optional[int] = None,
                        weights: Optional[str] = None,
-                       students: Sequence[int] = (1, 2, 3)) -> Dict:
-    """Plan, verify and write the TESKD config of ``base`` to ``out``.
+                       students: Sequence[int] = (1, 2, 3),
+                       method: str = 'teskd') -> Dict:
+    """Plan, verify and write the TESKD (or DTSKD) config of ``base`` to
+    ``out``.
 
     Nothing is written unless the verification passes; the folder of
     ``out`` is made if missing. Arguments as :func:`plan_teskd`.
@@ -415,7 +469,7 @@ def write_teskd_config(base: str,
     Returns:
         dict: The plan, with a comment for each value under ``'why'``.
     """
-    plan = plan_teskd(base, width, weights, students)
+    plan = plan_teskd(base, width, weights, students, method)
     with tempfile.TemporaryDirectory() as tmp:
         verify_plan(plan, render_teskd(plan, tmp), tmp)
     folder = osp.dirname(osp.abspath(out))
