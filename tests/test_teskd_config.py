@@ -41,7 +41,11 @@ SLOW = {
 }
 REFUSED = {
     'convnext/convnext-tiny_32xb128_in1k.py':
-    r'The stock model has no neck: .*gap_before_final_norm=True',
+    r'The stock model \(ConvNeXt with LinearClsHead\) has no neck: .*'
+    r'\(ConvNeXt pools and then normalises, gap_before_final_norm=True\)',
+    'deit/deit-tiny_4xb256_in1k.py':
+    r'The stock model \(VisionTransformer with VisionTransformerClsHead\) '
+    r'has no neck: its head reads the class token of the last block',
     'mobilenet_v3/mobilenet-v3-large_8xb128_in1k.py':
     r"The stock head is 'StackedLinearClsHead', where TESKD's teacher "
     r'classifies with one Linear',
@@ -240,3 +244,17 @@ def test_dtskd_refuses_teskd_options(tmp_path, capsys, options, match):
     assert proc.returncode == 2
     assert re.search(match, proc.stderr), proc.stderr
     assert not osp.exists(out)
+
+
+def test_the_sweep_tool_tables_each_family(tmp_path):
+    out = str(tmp_path / 'sweep.md')
+    proc = run_tool('tools/analysis/teskd_config_sweep.py', '--families',
+                    'resnet', 'deit', '--out', out)
+    rows = open(out).read().splitlines()
+    assert rows[0].startswith('| family | config | parameters |')
+    resnet = next(r for r in rows if r.startswith('| resnet |'))
+    deit = next(r for r in rows if r.startswith('| deit |'))
+    assert '| ok: out_indices=(0, 1, 2, 3)' in resnet
+    assert 'refused: The stock model (VisionTransformer with ' \
+        'VisionTransformerClsHead) has no neck' in deit
+    assert '**error**' not in proc.stdout

@@ -31,6 +31,14 @@ from ..utils.runtime import RELIABILITY_HOOKS
 from .deploy import stock_model_cfg
 
 METHODS = ('teskd', 'dtskd')
+# What the stock heads of models without a neck read, for refusals.
+HEAD_INPUTS = {
+    'VisionTransformerClsHead': 'the class token of the last block',
+    'DeiTClsHead': 'the class and distillation tokens of the last block',
+    'ConformerHead': 'the pooled CNN branch and the class token',
+    'EfficientFormerClsHead': 'the pooled tokens, with a distillation head',
+    'LeViTClsHead': 'the pooled tokens, with a distillation head',
+}
 # Loss weights (alpha1, alpha2) of the paper's two recipes.
 WEIGHTS = {'cifar': (0.2, 0.8), 'imagenet': (0.8, 0.2)}
 
@@ -121,13 +129,22 @@ def check_stock_teacher(cfg: Config) -> None:
     model = cfg.model
     neck, head = model.get('neck'), model.get('head') or {}
     if not neck:
+        backbone = model.backbone.get('type')
+        reads = HEAD_INPUTS.get(head.get('type'),
+                                'the backbone\'s output as it is')
+        backbone_cls = MODELS.get(backbone) if isinstance(backbone,
+                                                          str) else None
+        if backbone_cls is not None and 'gap_before_final_norm' in \
+                inspect.signature(backbone_cls).parameters and \
+                model.backbone.get('gap_before_final_norm', True):
+            reads += (f' ({backbone} pools and then normalises, '
+                      'gap_before_final_norm=True)')
         raise TeskdConfigError(
-            'The stock model has no neck: its head reads the backbone\'s '
-            'output as it is (for ConvNeXt, a vector pooled and then '
-            'normalised, gap_before_final_norm=True), where TESKD\'s '
-            'teacher is backbone -> GlobalAveragePooling -> Linear on a '
-            'map; the deployed teacher would be another network, so no '
-            'config is written.')
+            f'The stock model ({backbone} with {head.get("type")}) has no '
+            f'neck: its head reads {reads}, where TESKD\'s teacher is '
+            'backbone -> GlobalAveragePooling -> Linear on a map; the '
+            'deployed teacher would be another network, so no config is '
+            'written.')
     if not isinstance(neck, dict) or neck.get('type') != \
             'GlobalAveragePooling':
         name = [n.get('type') for n in neck] if isinstance(neck, list) \
