@@ -296,7 +296,10 @@ def deploy(config: str,
     model_cfg = stock_model_cfg(cfg.model)
     stock_model = MODELS.build(copy.deepcopy(model_cfg))
     teacher = teacher_state_dict(state, stock_model, checkpoint)
-    stock_model.load_state_dict(teacher)
+    # teacher_state_dict gave exactly the stock keys and shapes; strict
+    # loading would fail on backbones that drop recomputed buffers when
+    # loading (SwinV2); check_same_logits then compares the outputs.
+    stock_model.load_state_dict(teacher, strict=False)
     check_same_logits(cfg, state, stock_model)
 
     deployed = cfg.to_dict()

@@ -18,6 +18,7 @@ import tempfile
 import textwrap
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import mmengine
 import torch
 from mmengine.config import Config
 from mmengine.logging import MessageHub
@@ -100,10 +101,17 @@ def backbone_outputs(backbone_cfg: dict, size: Tuple[int, int],
         TeskdConfigError: An output is not an (N, C, H, W) map.
     """
     last = _last_index(backbone_cfg)
-    backbone = _build(dict(backbone_cfg, out_indices=tuple(range(last + 1))))
-    backbone.eval()
-    with torch.no_grad():
-        outs = backbone(torch.zeros(1, channels, *size))
+    try:
+        backbone = _build(
+            dict(backbone_cfg, out_indices=tuple(range(last + 1))))
+        backbone.eval()
+        with torch.no_grad():
+            outs = backbone(torch.zeros(1, channels, *size))
+    except Exception as e:
+        raise TeskdConfigError(
+            f'{backbone_cfg["type"]} does not give its outputs 0 to {last} '
+            f'at once ({type(e).__name__}: {e}): TESKD needs the maps of '
+            'several stages from one forward pass.') from None
     found = []
     for index, out in enumerate(outs):
         if out.dim() != 4:
@@ -164,7 +172,16 @@ def check_stock_teacher(cfg: Config) -> None:
 
 def teacher_output(cfg: Config, outputs: Sequence) -> int:
     """The index of the backbone output the stock head reads."""
-    default = _build(cfg.model.backbone).out_indices
+    default = cfg.model.backbone.get('out_indices')
+    if default is None:
+        default = getattr(_build(cfg.model.backbone), 'out_indices', None)
+    if default is None:
+        raise TeskdConfigError(
+            f'{cfg.model.backbone.type} does not name the output its head '
+            'reads (it has no out_indices): TESKD cannot tell which output '
+            'is the teacher\'s.')
+    if isinstance(default, int):
+        default = (default, )
     index = list(default)[-1]
     return index if index >= 0 else len(outputs) + index
 
@@ -245,7 +262,12 @@ def plan_teskd(base: str,
             '--weights sets TESKD\'s loss weights; DTSKD has its released '
             'recipe\'s. Leave --weights out with --method dtskd.')
     path = resolve_config(base)
-    cfg = Config.fromfile(path)
+    try:
+        cfg = Config.fromfile(path)
+    except Exception as e:
+        raise TeskdConfigError(
+            f'{base} cannot be read by mmengine {mmengine.__version__}: '
+            f'{type(e).__name__}: {str(e).splitlines()[0]}') from None
     size = input_size(cfg, 'train')
     channels_in = int(cfg.model.backbone.get('in_channels', 3))
     check_stock_teacher(cfg)
@@ -457,7 +479,9 @@ def verify_plan(plan: Dict, text: str, folder: str) -> None:
             'The teacher TESKD would deploy has other weights than the stock '
             f'model ({len(set(theirs) ^ set(ours))} keys differ), so it '
             'would not be the stock network; no config is written.')
-    teacher.load_state_dict(theirs)
+    # Keys and shapes are compared above; strict loading would fail on
+    # backbones that drop recomputed buffers when loading (SwinV2).
+    teacher.load_state_dict(theirs, strict=False)
     stock.eval(), teacher.eval()
     x = torch.randn(2, int(cfg.model.backbone.get('in_channels', 3)),
                     *plan['size'])
