@@ -319,6 +319,24 @@ def run_tool(*args, env=None, timeout=900, check=True):
     return proc
 
 
+def train_in_process(config: str, work_dir: str, **options) -> None:
+    """Train a config with ``teskd_mm.apis.train``, as ``tools/train.py``
+    would without options; ``options`` are merged as ``--cfg-options``.
+    For tests that need a trained run, not the command line."""
+    import torch
+    from mmengine.config import Config
+    from teskd_mm.apis import train
+    cfg = Config.fromfile(config)
+    cfg.merge_from_dict(options)
+    cfg.work_dir = work_dir
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train(cfg)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def tool_in_process(tool: str, *args: str) -> None:
     """Run ``tools/<tool>`` in this process, on one thread.
 

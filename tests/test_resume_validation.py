@@ -13,7 +13,8 @@ from mmengine.hooks import Hook
 
 from mmpretrain.registry import HOOKS
 
-from conftest import tool_in_process, write_tiny_config
+from conftest import (tool_in_process, train_in_process,
+                      write_tiny_config)
 
 
 class Stopped(RuntimeError):
@@ -69,7 +70,7 @@ def setup(tmp_path_factory, cifar10_mini):
         train_dataloader = dict(dataset=dict(indices=16))
         ''')
     ref = str(tmp / 'reference')
-    tool_in_process('train.py', cfg, '--work-dir', ref)
+    train_in_process(cfg, ref)
     return cfg, ref, tmp
 
 

@@ -22,7 +22,8 @@ from teskd_mm.utils.checkpoint import (UnsafeCheckpointError,
                                        load_checkpoint_file, read_checkpoint,
                                        saved_config, trust_checkpoint)
 
-from conftest import tool_in_process, write_tiny_config
+from conftest import (tool_in_process, train_in_process,
+                      write_tiny_config)
 
 
 class Payload:
@@ -54,7 +55,7 @@ def run(tmp_path_factory, cifar10_mini):
         test_dataloader = val_dataloader
         """)
     work = str(tmp / 'work')
-    tool_in_process('train.py', cfg, '--work-dir', work)
+    train_in_process(cfg, work)
     return cfg, osp.join(work, 'epoch_1.pth')
 
 

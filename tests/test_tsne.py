@@ -3,14 +3,15 @@ trained here, and on the inputs it must refuse."""
 import importlib.util
 import os.path as osp
 import re
-import runpy
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from teskd_mm.apis import deploy
+
 from conftest import (CIFAR10_CLASSES, ROOT, run_tool, tool_in_process,
-                      write_tiny_config)
+                      train_in_process, write_tiny_config)
 
 TOOL = 'tools/analysis/tsne.py'
 DTSKD = """
@@ -49,13 +50,14 @@ def runs(cifar10_mini, tmp_path_factory) -> dict:
     for name, extra in (('teskd', ''), ('dtskd', DTSKD)):
         cfg = write_tiny_config(str(tmp / f'{name}.py'), cifar10_mini, extra)
         work = str(tmp / f'{name}_work')
-        tool_in_process('train.py', cfg, '--work-dir', work, '--no-validate',
-                        '--cfg-options', 'train_cfg.max_epochs=1')
+        train_in_process(cfg, work, **{'train_cfg.max_epochs': 1,
+                                       'val_cfg': None,
+                                       'val_dataloader': None,
+                                       'val_evaluator': None})
         # The config as trained, dumped by the Runner.
         found[name] = (osp.join(work, f'{name}.py'),
                        osp.join(work, 'epoch_1.pth'))
-    deploy = runpy.run_path(osp.join(ROOT, 'tools', 'deploy.py'))['main']
-    assert deploy([*found['teskd'], str(tmp / 'deployed')]) == 0
+    deploy(*found['teskd'], str(tmp / 'deployed'))
     found['deployed'] = (str(tmp / 'deployed' / 'teskd_deploy.py'),
                          str(tmp / 'deployed' / 'teskd_teacher.pth'))
     return found
