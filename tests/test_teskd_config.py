@@ -258,3 +258,18 @@ def test_the_sweep_tool_tables_each_family(tmp_path):
     assert 'refused: The stock model (VisionTransformer with ' \
         'VisionTransformerClsHead) has no neck' in deit
     assert '**error**' not in proc.stdout
+
+
+@pytest.mark.parametrize('base, match', [
+    ('replknet/replknet-31B_32xb64_in1k-384px.py',
+     r'cannot be read by mmengine 0\.10\.7: RuntimeError: The configuration '
+     r'file type in the inheritance chain must match'),
+    ('mlp_mixer/mlp-mixer-base-p16_64xb64_in1k.py',
+     r'MlpMixer does not give its outputs 0 to \d+ at once'),
+    ('repmlp/repmlp-base_8xb64_in1k.py',
+     r'the backbone gives no output of 56x56 before output 0'),
+])
+def test_what_the_sweep_found_is_refused_not_a_traceback(base, match):
+    from teskd_mm.apis.teskd_config import TeskdConfigError, plan_teskd
+    with pytest.raises(TeskdConfigError, match=match):
+        plan_teskd(f'mmpretrain::{base}')
