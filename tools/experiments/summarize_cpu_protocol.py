@@ -236,7 +236,8 @@ def draw(runs, path: str) -> None:
             [next(v['top1'] for v in r['val'] if v['epoch'] == e)
              for r in runs[m].values()]) for e in epochs]
         ax.plot(epochs, means, marker='o',
-                label=f'{NAMES[m]} ({len(runs[m])} seeds)')
+                label=f'{NAMES[m]} ({len(runs[m])} '
+                f'seed{"s" if len(runs[m]) > 1 else ""})')
     ax.set_xlabel('epoch')
     ax.set_ylabel('test top-1 of the deployed network (%)')
     ax.set_title('CPU protocol: CIFAR-10 JPEG, 10k images, ResNet-18 x1/4')
